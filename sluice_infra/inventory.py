@@ -1,0 +1,325 @@
+"""Inventory checks that run before any host is touched (STYLE.md 7).
+
+``ansible/playbooks/validate.yml`` runs first in ``site.yml``; its action plugin hands the
+inventory's ``groups`` and templated ``hostvars`` to :func:`validate`, which runs every check
+and returns every problem at once, each naming the host or group, the variable and the fix.
+
+A check is a small function from :class:`Inventory` to problem strings, registered with
+:func:`check` together with the host variables it reads (the plugin templates only those).
+A role adds its own rules the same way, e.g.::
+
+    @check("kafka_controllers", reads=("kafka_process_roles",))
+    def _odd_kraft_controllers(inventory: Inventory) -> list[str]: ...
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sluice_infra.secrets import PLACEHOLDER, required_secrets
+
+#: Where an inventory keeps its vault, as sluice_infra.secrets.vault_path() writes it.
+VAULT_FILE = "group_vars/all/vault.yml"
+
+#: Groups every inventory must define with at least one host: one per service placement.
+REQUIRED_GROUPS = (
+    "citus_coordinator",
+    "citus_workers",
+    "kafka",
+    "redis_cluster",
+    "sluice_api",
+    "sluice_processor",
+    "monitoring",
+)
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """An Ansible inventory as plain data: ``groups`` (group -> host names) and ``hostvars``
+    (host -> the variables the checks read, already templated)."""
+
+    groups: Mapping[str, Sequence[str]]
+    hostvars: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every host named anywhere: in ``all``, in any group or in ``hostvars``."""
+        names = set(self.hostvars)
+        for members in self.groups.values():
+            names.update(members)
+        return sorted(names)
+
+    def members(self, group: str) -> list[str]:
+        return list(dict.fromkeys(self.groups.get(group) or ()))
+
+    def var(self, host: str, name: str, default: Any = None) -> Any:
+        return (self.hostvars.get(host) or {}).get(name, default)
+
+    def service_groups_of(self, host: str) -> list[str]:
+        return [group for group in REQUIRED_GROUPS if host in self.members(group)]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    reads: frozenset[str]
+    run: Callable[[Inventory], Iterable[str]]
+
+
+#: Every check, in the order their problems are reported.
+CHECKS: list[Check] = []
+
+
+def check(name: str, reads: Iterable[str] = ()) -> Callable:
+    """Register a check named ``name`` that reads the host variables ``reads``."""
+
+    def register(func: Callable[[Inventory], Iterable[str]]) -> Callable:
+        CHECKS.append(Check(name, frozenset(reads), func))
+        return func
+
+    return register
+
+
+def variables_read(checks: Iterable[Check] | None = None) -> frozenset[str]:
+    """The host variables the checks read: all the plugin needs to template."""
+    return frozenset().union(*(c.reads for c in (CHECKS if checks is None else checks)))
+
+
+def validate(
+    groups: Mapping[str, Sequence[str]],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    *,
+    skip: Collection[str] = (),
+) -> list[str]:
+    """Run every check (but those named in ``skip``); return all problems found, [] if none."""
+    unknown = sorted(set(skip) - {c.name for c in CHECKS})
+    if unknown:
+        known = ", ".join(c.name for c in CHECKS)
+        raise ValueError(f"unknown inventory checks to skip: {', '.join(unknown)} (known: {known})")
+    inventory = Inventory(groups, hostvars)
+    problems: list[str] = []
+    for entry in CHECKS:
+        if entry.name not in skip:
+            problems.extend(entry.run(inventory))
+    return problems
+
+
+def _names(items: Iterable[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = sorted(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _hosts(hosts: Iterable[str]) -> str:
+    hosts = sorted(hosts)
+    return f"{'host' if len(hosts) == 1 else 'hosts'} {_names(hosts)}"
+
+
+def _grouped(problems: Mapping[str, Iterable[str]]) -> list[str]:
+    """One line per problem text, naming every host that has it: {text: hosts} -> lines."""
+    return [f"{_hosts(hosts)}: {text}" for text, hosts in sorted(problems.items())]
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+
+@check("required_groups")
+def _required_groups(inventory: Inventory) -> list[str]:
+    problems = []
+    for group in REQUIRED_GROUPS:
+        if group not in inventory.groups:
+            problems.append(
+                f"group {group} is missing: add it to hosts.yml under all.children, "
+                f"with at least one host"
+            )
+        elif not inventory.members(group):
+            problems.append(
+                f"group {group} has no hosts: add at least one host under "
+                f"all.children.{group}.hosts in hosts.yml"
+            )
+    return problems
+
+
+@check("citus_coordinator")
+def _one_citus_coordinator(inventory: Inventory) -> list[str]:
+    coordinators = inventory.members("citus_coordinator")
+    if len(coordinators) <= 1:  # none: reported by required_groups
+        return []
+    return [
+        f"group citus_coordinator has {len(coordinators)} hosts ({_names(coordinators)}): "
+        f"exactly one host is the Citus coordinator; keep one there and move the others to "
+        f"citus_workers in hosts.yml"
+    ]
+
+
+@check("service_hosts_in_all")
+def _service_hosts_in_all(inventory: Inventory) -> list[str]:
+    everyone = set(inventory.members("all"))
+    problems = []
+    for host in inventory.hosts:
+        groups = inventory.service_groups_of(host)
+        if groups and host not in everyone:
+            problems.append(
+                f"host {host} is in {_names(groups)} but not in all: define it under "
+                f"all.hosts in hosts.yml with its ansible_host"
+            )
+    return problems
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+
+def _is_dns_name(name: str) -> bool:
+    name = name[:-1] if name.endswith(".") else name
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_DNS_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()  # 10.77.0.300 is a bad address, not a host name
+    )
+
+
+def address_key(value: str) -> str | None:
+    """The canonical form of an address or DNS name (None if it is neither), so that
+    ``2001:db8::1`` equals ``2001:DB8:0::1`` and ``DB.example.`` equals ``db.example``."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    return value.rstrip(".").lower() if _is_dns_name(value) else None
+
+
+@check("host_addresses", reads=("ansible_host",))
+def _host_addresses(inventory: Inventory) -> list[str]:
+    problems = []
+    owners: dict[str, list[str]] = defaultdict(list)
+    for host in inventory.hosts:
+        address = inventory.var(host, "ansible_host")
+        groups = inventory.service_groups_of(host)
+        where = f" (in {_names(groups)})" if groups else ""
+        if address is None or address == "":
+            problems.append(
+                f"host {host}{where}: ansible_host is not set: add ansible_host: <IPv4/IPv6 "
+                f"address or DNS name> under all.hosts.{host} in hosts.yml"
+            )
+            continue
+        key = address_key(address) if isinstance(address, str) else None
+        if key is None:
+            problems.append(
+                f"host {host}: ansible_host {address!r} is neither an IPv4/IPv6 address nor a "
+                f"DNS name: set the machine's address under all.hosts.{host} in hosts.yml"
+            )
+            continue
+        owners[key].append(host)
+    for key, hosts in sorted(owners.items()):
+        if len(hosts) > 1:
+            problems.append(
+                f"{_hosts(hosts)} share ansible_host {key}: give each host its own address "
+                f"in hosts.yml"
+            )
+    return problems
+
+
+# --- firewall ---------------------------------------------------------------------------------
+
+
+def cidr_problem(value: Any) -> str | None:
+    """Why ``value`` is not a network in CIDR notation (None if it is)."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not a CIDR"
+        address = value.split("/")[0]
+        return (
+            f"{value!r} has host bits set: write {network} for the network or "
+            f"{address}/{network.max_prefixlen} for the one address"
+        )
+    return None
+
+
+@check("ssh_sources", reads=("common_firewall_ssh_sources",))
+def _ssh_sources(inventory: Inventory) -> list[str]:
+    variable = "common_firewall_ssh_sources"
+    fix = "set it in group_vars/all/main.yml, e.g. [10.77.0.1/32, 2001:db8::/64]"
+    problems: dict[str, list[str]] = defaultdict(list)
+    for host in inventory.members("all") or inventory.hosts:
+        sources = inventory.var(host, variable)
+        if sources is None:
+            problems[f"{variable} is not set: the firewall would shut SSH; {fix}"].append(host)
+        elif isinstance(sources, str) or not isinstance(sources, Sequence):
+            problems[f"{variable} must be a list of CIDRs, not {sources!r}; {fix}"].append(host)
+        elif not sources:
+            problems[f"{variable} is empty: the firewall would shut SSH; {fix}"].append(host)
+        else:
+            for source in sources:
+                reason = cidr_problem(source)
+                if reason:
+                    problems[f"{variable} value {reason}; {fix}"].append(host)
+    return _grouped(problems)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def _vault_file(inventory: Inventory, host: str) -> str:
+    """The host's vault, relative to the current folder when it is inside it."""
+    directory = inventory.var(host, "inventory_dir")
+    if not directory:
+        return "inventories/<env>/group_vars/all/vault.yml"
+    # Ansible runs from the repository root: name its inventories as the README does.
+    relative = os.path.relpath(directory)
+    return os.path.join(directory if relative.startswith("..") else relative, VAULT_FILE)
+
+
+def _vault_fix(inventory: Inventory, host: str, *, whole_vault: bool) -> str:
+    """How to add secrets: the lab generates its vault, production's is written by hand."""
+    vault = _vault_file(inventory, host)
+    if inventory.var(host, "lab_subnet") is not None:
+        inventory_dir = vault.removesuffix("/" + VAULT_FILE)
+        return (
+            f"run `make lab-vault` (.venv/bin/python -m sluice_infra.secrets ensure "
+            f"--inventory {inventory_dir} --password-file .lab/vault-pass)"
+        )
+    if whole_vault:
+        return f"create it with `ansible-vault create {vault}` (keys: vault.yml.example)"
+    return f"add it with `ansible-vault edit {vault}` (keys: vault.yml.example)"
+
+
+@check("vault_secrets", reads=(*required_secrets(), "inventory_dir", "lab_subnet"))
+def _vault_secrets(inventory: Inventory) -> list[str]:
+    keys = required_secrets()
+    problems: dict[str, list[str]] = defaultdict(list)
+    for host in inventory.members("all") or inventory.hosts:
+        missing = [key for key in keys if inventory.var(host, key) in (None, "")]
+        if len(missing) == len(keys):
+            text = (
+                f"none of the {len(keys)} vault secrets (vault_<service>_<user>_password, see "
+                f"vault.yml.example) is defined: the vault is missing; "
+                f"{_vault_fix(inventory, host, whole_vault=True)}"
+            )
+            problems[text].append(host)
+            continue
+        fix = _vault_fix(inventory, host, whole_vault=False)
+        for key in missing:
+            problems[f"vault secret {key} is not defined: {fix}"].append(host)
+        for key in keys:
+            if inventory.var(host, key) == PLACEHOLDER:
+                text = (
+                    f"vault secret {key} is still the example value {PLACEHOLDER}: set a "
+                    f"random value with `ansible-vault edit {_vault_file(inventory, host)}`"
+                )
+                problems[text].append(host)
+    return _grouped(problems)
