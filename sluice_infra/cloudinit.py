@@ -19,6 +19,7 @@ from sluice_infra import TEMPLATES_DIR
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
@@ -45,7 +46,7 @@ class HostBootstrap:
 
     def validate(self) -> None:
         where = f"host {self.hostname!r}"
-        if not _HOSTNAME.match(self.hostname):
+        if not _HOSTNAME.fullmatch(self.hostname):
             raise CloudInitError(
                 f"{where}: hostname must be lower-case letters, digits and '-' (RFC 1123)"
             )
@@ -56,6 +57,11 @@ class HostBootstrap:
                 f"{where}: address {self.address!r} is not an address with prefix "
                 "length such as 10.77.0.10/24"
             ) from exc
+        if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+            raise CloudInitError(
+                f"{where}: address {self.address!r} is the subnet's network or broadcast "
+                "address; give the host an address inside the subnet"
+            )
         if iface.network.prefixlen == iface.max_prefixlen:
             raise CloudInitError(
                 f"{where}: address {self.address!r} needs the subnet's prefix length, such as /24"
@@ -77,16 +83,22 @@ class HostBootstrap:
                 ipaddress.ip_address(server)
             except ValueError as exc:
                 raise CloudInitError(f"{where}: nameserver {server!r} is not an address") from exc
-        if not _USERNAME.match(self.admin_user) or self.admin_user == "root":
+        if not _USERNAME.fullmatch(self.admin_user) or self.admin_user == "root":
             raise CloudInitError(
                 f"{where}: admin user {self.admin_user!r} must be a plain login name, not root"
             )
         if not self.ssh_authorized_keys:
             raise CloudInitError(f"{where}: give at least one SSH public key for the admin user")
         for key in self.ssh_authorized_keys:
-            if not key.startswith(("ssh-", "ecdsa-", "sk-")) or "\n" in key:
+            parts = key.split()
+            if (
+                len(parts) < 2
+                or not parts[0].startswith(("ssh-", "ecdsa-", "sk-"))
+                or not _BASE64.fullmatch(parts[1])
+                or "\n" in key
+            ):
                 raise CloudInitError(f"{where}: {key[:30]!r}... is not an OpenSSH public key line")
-        if self.interface_mac and not _MAC.match(self.interface_mac):
+        if self.interface_mac and not _MAC.fullmatch(self.interface_mac):
             raise CloudInitError(
                 f"{where}: interface MAC {self.interface_mac!r} must look like 52:54:00:12:34:56"
             )

@@ -45,13 +45,23 @@ def _running(root: Path) -> list[int]:
 
 
 def _listeners(port: int) -> set[str]:
-    """IPv4 addresses with a socket listening on ``port`` (0.0.0.0 for all)."""
+    """IPv4 addresses with a socket listening on ``port``; 0.0.0.0 stands for all, including
+    an IPv6 wildcard socket (dual-stack, it takes IPv4 connections too)."""
     found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, port_hex = local.split(":")
-        if state == "0A" and int(port_hex, 16) == port:
-            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:
+                continue
+            if table == "tcp":
+                found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+            elif int(address, 16) == 0:
+                found.add("0.0.0.0")
     return found
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sluice_infra import REPO_ROOT
+from sluice_infra.cloudinit import CloudInitError
 from sluice_infra.lab import LabError, spec
 from sluice_infra.lab.lab import DEFAULT_CACHE_DIR, DEFAULT_STATE_DIR, Lab
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print(lab.status())
         else:
             print(lab.ssh_config)
-    except LabError as exc:
+    except (LabError, CloudInitError) as exc:
         print(f"sluice-lab {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

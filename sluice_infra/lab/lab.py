@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sluice_infra.lab.spec import LabSpec
 
 #: Shared, reproducible and expensive: the base image and the apt cache. Kept outside the
 #: clone so new clones and CI runs reuse them.
-DEFAULT_CACHE_DIR = Path("/var/cache/sluice")
+DEFAULT_CACHE_DIR = Path(os.environ.get("SLUICE_CACHE_DIR", "/var/cache/sluice"))
 #: Per clone: machine disks, the lab SSH key, the lab vault password.
 DEFAULT_STATE_DIR = REPO_ROOT / ".lab"
 

@@ -13,9 +13,9 @@ import yaml
 
 from sluice_infra.lab import LabError
 
-_BRIDGE = re.compile(r"^[a-z][a-z0-9_-]{0,14}$")
+_BRIDGE = re.compile(r"[a-z][a-z0-9_-]{0,14}")
 # Host-side veth names are "vb-<machine>", and interface names have at most 15 characters.
-_MACHINE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+_MACHINE = re.compile(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def load(inventory: Path) -> LabSpec:
         )
 
     bridge = str(settings.get("lab_bridge", ""))
-    if not _BRIDGE.match(bridge):
+    if not _BRIDGE.fullmatch(bridge):
         problems.append(
             f"{settings_file}: lab_bridge {bridge!r} must be a short interface name "
             "(letters, digits, '-', at most 15 characters)"
@@ -120,7 +120,7 @@ def load(inventory: Path) -> LabSpec:
         problems.append(f"{hosts_file}: all.hosts is empty; the lab needs its machines there")
     for name, hostvars in hosts.items():
         hostvars = hostvars or {}
-        if not _MACHINE.match(name):
+        if not _MACHINE.fullmatch(name):
             problems.append(
                 f"{hosts_file}: host {name!r}: a lab machine name has at most 12 lower-case "
                 "letters, digits or '-'"

@@ -1,0 +1,100 @@
+# Sluice: the two commands are `make lab` (deploy the local lab) and `make test` (everything
+# but benchmarks). Run as root on Debian 12. `make help` lists the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+INVENTORY ?= inventories/lab
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+LAB_STATE := $(CURDIR)/.lab
+export SLUICE_CACHE_DIR ?= /var/cache/sluice
+
+# Host packages the lab needs (Debian 12).
+HOST_PACKAGES := systemd-container debootstrap nftables apt-cacher-ng iproute2 \
+	openssh-client python3-venv git curl ca-certificates
+
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
+# Lab connection settings: the lab writes this ssh_config (key, user, pinned host keys).
+export ANSIBLE_SSH_COMMON_ARGS := -F $(LAB_STATE)/ssh/config
+export ANSIBLE_VAULT_PASSWORD_FILE := $(LAB_STATE)/vault-pass
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
+
+LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
+
+.PHONY: help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+	summary lint test test-unit test-molecule test-system
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+lab: host-deps lab-up deploy verify summary ## Install host needs, boot the lab, deploy site.yml, verify
+
+host-deps: ## Install the host's apt packages and the .venv (idempotent)
+	@[ "$$(id -u)" = 0 ] || { echo "make host-deps: run as root (it installs packages)"; exit 1; }
+	@missing=$$(for p in $(HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "host-deps: installing $$missing"; \
+		apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@if [ -d /run/systemd/system ] && systemctl -q is-enabled apt-cacher-ng 2>/dev/null; then \
+		echo "host-deps: disabling the system apt-cacher-ng (the lab runs its own on the bridge)"; \
+		systemctl disable --now apt-cacher-ng; \
+	fi
+	@$(MAKE) --no-print-directory venv
+
+venv: $(VENV)/.installed ## The controller's Python tooling (requirements.txt + sluice_infra)
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+lab-up: venv ## Create or adopt the lab machines and start them
+	$(LAB) -i $(INVENTORY) up
+
+lab-stop: venv ## Stop the machines, keep their disks (lab-up brings them back)
+	$(LAB) -i $(INVENTORY) stop
+
+lab-down: venv ## Remove machines, bridge, NAT rules and the apt cache process
+	$(LAB) -i $(INVENTORY) down
+
+lab-status: venv ## Show what runs
+	@$(LAB) -i $(INVENTORY) status
+
+lab-vault: venv ## Create the lab vaults (per clone, random secrets) or add missing keys
+	@for inv in inventories/lab inventories/lab-spread; do \
+		python -m sluice_infra.secrets ensure --inventory $$inv --password-file $(LAB_STATE)/vault-pass; \
+	done
+
+deploy: lab-vault ## ansible-playbook site.yml on INVENTORY (default: the lab)
+	ansible-playbook -i $(INVENTORY) ansible/site.yml
+
+verify: venv ## testinfra against INVENTORY's hosts
+	pytest -q tests/testinfra --hosts='ansible://all' --ansible-inventory=$(INVENTORY)
+
+summary: venv
+	@python -m sluice_infra.summary -i $(INVENTORY) --state-dir $(LAB_STATE) --cache-dir $(SLUICE_CACHE_DIR)
+
+lint: venv ## ruff, yamllint, ansible-lint (production profile)
+	ruff check .
+	ruff format --check .
+	yamllint -s .
+	ansible-lint -q
+
+test-unit: venv ## Unit tests: seconds, no machines
+	pytest -q tests/unit
+
+test-molecule: host-deps lab-vault ## molecule scenarios on the lab machines
+	molecule test --all
+
+test-system: host-deps lab-vault ## Lab up, site.yml twice (second changes nothing), testinfra, lab down
+	pytest -v tests/system
+
+test: host-deps lint test-unit test-molecule test-system ## Everything but benchmarks (what CI runs)

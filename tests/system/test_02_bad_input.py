@@ -1,0 +1,82 @@
+"""Bad input to the lab: one clear message naming the problem and the fix, nothing changed.
+
+These run against a scratch copy of the lab inventory on its own subnet and bridge name, so
+the running lab is not disturbed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import INVENTORY, lab, run
+
+SUBNET = "10.78.9.0/24"
+BRIDGE = "sluicetst"
+FOREIGN = "sluicefgn"
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    inventory = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inventory, ignore=shutil.ignore_patterns("vault.yml"))
+    settings = inventory / "group_vars/all/lab.yml"
+    data = yaml.safe_load(settings.read_text())
+    data.update(lab_subnet=SUBNET, lab_bridge=BRIDGE)
+    settings.write_text(yaml.safe_dump(data))
+    hosts = inventory / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("10.77.0.", "10.78.9."))
+    yield inventory
+    subprocess.run(["ip", "link", "del", FOREIGN], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+
+
+def _exists(device: str) -> bool:
+    return run("ip", "link", "show", device).returncode == 0
+
+
+def _fails(inventory: Path, tmp_path: Path) -> str:
+    result = lab("--inventory", inventory, "--state-dir", tmp_path / "state", "up", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert not _exists(BRIDGE), "a refused lab-up must not leave a bridge behind"
+    assert not (tmp_path / "state").exists(), "a refused lab-up must not create machines"
+    return result.stderr
+
+
+def test_subnet_already_in_use_is_refused_naming_the_device(scratch, tmp_path):
+    run("ip", "link", "add", FOREIGN, "type", "dummy", check=True)
+    run("ip", "addr", "add", "10.78.9.200/24", "dev", FOREIGN, check=True)
+    message = _fails(scratch, tmp_path)
+    assert FOREIGN in message and SUBNET in message and "lab_subnet" in message
+
+
+def test_a_foreign_device_with_the_bridge_name_is_refused(scratch, tmp_path):
+    run("ip", "link", "add", BRIDGE, "type", "dummy", check=True)
+    message = _fails_keeping(scratch, tmp_path)
+    assert f"device {BRIDGE} exists and is not the lab's bridge" in message
+    assert "lab_bridge" in message
+
+
+def _fails_keeping(inventory: Path, tmp_path: Path) -> str:
+    """Like _fails, for the case where the foreign device carries the bridge's name."""
+    result = lab("--inventory", inventory, "--state-dir", tmp_path / "state", "up", check=False)
+    assert result.returncode == 1
+    kind = run("ip", "-d", "link", "show", BRIDGE).stdout
+    assert "dummy" in kind, "the foreign device must be left as it was"
+    return result.stderr
+
+
+def test_duplicate_addresses_are_refused_naming_both_hosts(scratch, tmp_path):
+    hosts = scratch / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("10.78.9.12", "10.78.9.11"))
+    message = _fails(scratch, tmp_path)
+    assert "app and stream share the address 10.78.9.11" in message
+
+
+def test_address_outside_the_subnet_is_refused(scratch, tmp_path):
+    hosts = scratch / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("10.78.9.10", "10.99.0.10"))
+    message = _fails(scratch, tmp_path)
+    assert "host db" in message and "outside lab_subnet" in message

@@ -1,0 +1,22 @@
+"""testinfra across the hosts, after the deploy: what `make verify` runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from conftest import INVENTORY, REPO, run
+
+
+def test_testinfra_passes_on_every_host(lab_up):
+    result = run(
+        Path(sys.executable).parent / "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        REPO / "tests" / "testinfra",
+        "--hosts=ansible://all",
+        f"--ansible-inventory={INVENTORY}",
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
