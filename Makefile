@@ -86,7 +86,7 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile)
 	ruff check .
 	ruff format --check .
 	yamllint -s .
-	ansible-lint -q
+	env -u ANSIBLE_VAULT_PASSWORD_FILE ansible-lint -q
 
 test-unit: venv ## Unit tests: seconds, no machines
 	pytest -q tests/unit

@@ -46,14 +46,15 @@ def _fails(inventory: Path, tmp_path: Path) -> str:
 
 
 def test_subnet_already_in_use_is_refused_naming_the_device(scratch, tmp_path):
-    run("ip", "link", "add", FOREIGN, "type", "dummy", check=True)
+    run("ip", "link", "add", FOREIGN, "type", "bridge", check=True)
     run("ip", "addr", "add", "10.78.9.200/24", "dev", FOREIGN, check=True)
     message = _fails(scratch, tmp_path)
     assert FOREIGN in message and SUBNET in message and "lab_subnet" in message
 
 
 def test_a_foreign_device_with_the_bridge_name_is_refused(scratch, tmp_path):
-    run("ip", "link", "add", BRIDGE, "type", "dummy", check=True)
+    # a veth end carrying the bridge's name: not a bridge, and not the lab's
+    run("ip", "link", "add", BRIDGE, "type", "veth", "peer", "name", f"{BRIDGE}p", check=True)
     message = _fails_keeping(scratch, tmp_path)
     assert f"device {BRIDGE} exists and is not the lab's bridge" in message
     assert "lab_bridge" in message
@@ -64,7 +65,7 @@ def _fails_keeping(inventory: Path, tmp_path: Path) -> str:
     result = lab("--inventory", inventory, "--state-dir", tmp_path / "state", "up", check=False)
     assert result.returncode == 1
     kind = run("ip", "-d", "link", "show", BRIDGE).stdout
-    assert "dummy" in kind, "the foreign device must be left as it was"
+    assert "veth" in kind, "the foreign device must be left as it was"
     return result.stderr
 
 

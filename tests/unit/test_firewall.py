@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from seed_layout import ADDRESSES, GROUPS
 
 from sluice_infra.firewall import (
     FirewallError,
@@ -15,19 +16,6 @@ from sluice_infra.firewall import (
     ssh_rule,
 )
 
-# The seed layout (inventories/lab/hosts.yml).
-GROUPS = {
-    "all": ["db", "app", "stream"],
-    "ungrouped": [],
-    "citus_coordinator": ["db"],
-    "citus_workers": ["db"],
-    "kafka": ["stream"],
-    "redis_cluster": ["stream"],
-    "sluice_api": ["app"],
-    "sluice_processor": ["app"],
-    "monitoring": ["app"],
-}
-ADDRESSES = {"db": "10.77.0.10", "app": "10.77.0.11", "stream": "10.77.0.12"}
 NODE_EXPORTER = {
     "name": "node_exporter",
     "group": "all",
