@@ -13,7 +13,9 @@ export SLUICE_CACHE_DIR ?= /var/cache/sluice
 
 # Host packages the lab needs (Debian 12).
 HOST_PACKAGES := systemd-container debootstrap nftables apt-cacher-ng iproute2 \
-	openssh-client python3-venv git curl ca-certificates
+	openssh-client python3-venv git curl ca-certificates redis-server lua5.1
+# Installed for the tests and checks only: their services must not run on the host.
+HOST_SERVICES_OFF := apt-cacher-ng redis-server
 
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
@@ -42,10 +44,12 @@ host-deps: ## Install the host's apt packages and the .venv (idempotent)
 		apt-get update -q; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
-	@if [ -d /run/systemd/system ] && systemctl -q is-enabled apt-cacher-ng 2>/dev/null; then \
-		echo "host-deps: disabling the system apt-cacher-ng (the lab runs its own on the bridge)"; \
-		systemctl disable --now apt-cacher-ng; \
-	fi
+	@for s in $(HOST_SERVICES_OFF); do \
+		if [ -d /run/systemd/system ] && systemctl -q is-enabled $$s 2>/dev/null; then \
+			echo "host-deps: disabling the host's $$s (the lab and the tests run their own)"; \
+			systemctl disable --now $$s; \
+		fi; \
+	done
 	@$(MAKE) --no-print-directory venv
 
 venv: $(VENV)/.installed ## The controller's Python tooling (requirements.txt + sluice_infra)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sluice_infra import redis_topology
 from sluice_infra.secrets import PLACEHOLDER, required_secrets
 
 #: Where an inventory keeps its vault, as sluice_infra.secrets.vault_path() writes it.
@@ -323,3 +324,179 @@ def _vault_secrets(inventory: Inventory) -> list[str]:
                 )
                 problems[text].append(host)
     return _grouped(problems)
+
+
+# --- redis cluster ----------------------------------------------------------------------------
+
+REDIS_GROUP = "redis_cluster"
+
+#: Ports role `common` opens on every host: variable -> (service, default). The defaults must
+#: match ansible/roles/common/defaults/main.yml (role defaults are not part of hostvars).
+COMMON_PORTS = {
+    "common_ssh_port": ("ssh", 22),
+    "common_node_exporter_port": ("node_exporter", 9100),
+}
+
+_REDIS_SETTINGS = (
+    redis_topology.COUNT_VAR,
+    redis_topology.PORT_BASE_VAR,
+    redis_topology.REPLICAS_VAR,
+    "ansible_host",
+)
+#: Where the role runs one prometheus-redis-exporter per instance: base + i. Must match
+#: ansible/roles/redis_cluster/defaults/main.yml.
+REDIS_EXPORTER_PORT_BASE = ("redis_cluster_exporter_port_base", 9121)
+_REDIS_FIX_MASTERS = f"raise {redis_topology.COUNT_VAR} or add hosts to {REDIS_GROUP}"
+
+
+@dataclass(frozen=True)
+class _RedisLayout:
+    """The redis_cluster group's instances and its replicas per master."""
+
+    instances: list[redis_topology.Instance]
+    replicas: int
+
+    def counts(self) -> str:
+        """'app: 2, db: 2, stream: 2': instances per host."""
+        per_host: dict[str, int] = defaultdict(int)
+        for item in self.instances:
+            per_host[item.host] += 1
+        return ", ".join(f"{host}: {count}" for host, count in sorted(per_host.items()))
+
+
+def _redis_replicas(inventory: Inventory) -> dict[int | str, list[str]]:
+    """{redis_cluster_replicas: the hosts of redis_cluster with it}; a value that is not a
+    whole number >= 0 is keyed by its repr."""
+    values: dict[int | str, list[str]] = defaultdict(list)
+    for host in inventory.members(REDIS_GROUP):
+        raw = inventory.var(host, redis_topology.REPLICAS_VAR, redis_topology.DEFAULT_REPLICAS)
+        value = redis_topology.whole_number(raw)
+        values[repr(raw) if value is None or value < 0 else value].append(host)
+    return values
+
+
+def _redis_layout(inventory: Inventory) -> _RedisLayout | None:
+    """The layout, or None when redis_cluster is empty or a setting is unusable (the check
+    redis_cluster_settings says which)."""
+    hosts = inventory.members(REDIS_GROUP)
+    replicas = list(_redis_replicas(inventory))
+    if not hosts or len(replicas) != 1 or not isinstance(replicas[0], int):
+        return None
+    try:
+        return _RedisLayout(redis_topology.instances(hosts, inventory.hostvars), replicas[0])
+    except redis_topology.PlanError:
+        return None
+
+
+@check("redis_cluster_settings", reads=_REDIS_SETTINGS)
+def _redis_settings(inventory: Inventory) -> list[str]:
+    problems = []
+    for host in inventory.members(REDIS_GROUP):
+        try:
+            redis_topology.instances([host], inventory.hostvars)
+        except redis_topology.PlanError as err:
+            problems.append(f"{err} (in host_vars/{host}.yml or group_vars)")
+    variable = redis_topology.REPLICAS_VAR
+    replicas = sorted(_redis_replicas(inventory).items(), key=lambda pair: str(pair[0]))
+    for value, hosts in replicas:
+        if not isinstance(value, int):
+            problems.append(
+                f"{_hosts(hosts)}: {variable} is {value}: set a whole number >= 0 (replicas "
+                f"per master, e.g. 1) in group_vars/all/main.yml"
+            )
+    if len(replicas) > 1:
+        found = "; ".join(f"{value} on {_names(hosts)}" for value, hosts in replicas)
+        problems.append(
+            f"group {REDIS_GROUP}: {variable} differs between its hosts ({found}): it is one "
+            f"setting for the whole cluster; set it once in group_vars/all/main.yml"
+        )
+    return problems
+
+
+@check("redis_cluster_masters", reads=_REDIS_SETTINGS)
+def _redis_masters(inventory: Inventory) -> list[str]:
+    layout = _redis_layout(inventory)
+    if layout is None:
+        return []
+    total, replicas = len(layout.instances), layout.replicas
+    masters = total // (replicas + 1)
+    if masters >= redis_topology.MIN_MASTERS:
+        return []
+    needed = redis_topology.MIN_MASTERS * (replicas + 1)
+    return [
+        f"group {REDIS_GROUP}: {total} instances ({redis_topology.COUNT_VAR} per host: "
+        f"{layout.counts()}) with {redis_topology.REPLICAS_VAR} {replicas} make {masters} "
+        f"master(s); Redis Cluster needs at least {redis_topology.MIN_MASTERS} masters, i.e. "
+        f"{needed} instances: {_REDIS_FIX_MASTERS}"
+    ]
+
+
+@check("redis_cluster_replica_count", reads=_REDIS_SETTINGS)
+def _redis_replica_count(inventory: Inventory) -> list[str]:
+    layout = _redis_layout(inventory)
+    if layout is None:
+        return []
+    total, replicas = len(layout.instances), layout.replicas
+    group = replicas + 1
+    left = total % group
+    if not left:
+        return []
+    return [
+        f"group {REDIS_GROUP}: {total} instances ({redis_topology.COUNT_VAR} per host: "
+        f"{layout.counts()}) are not a multiple of {group} (a master and its {replicas} "
+        f"replica(s), {redis_topology.REPLICAS_VAR} {replicas}): {left} would be replicas that "
+        f"cannot be placed; change {redis_topology.COUNT_VAR} so the total is a multiple of "
+        f"{group} (e.g. {total - left} or {total - left + group}), or change "
+        f"{redis_topology.REPLICAS_VAR}"
+    ]
+
+
+@check("redis_cluster_ports", reads=(*_REDIS_SETTINGS, *COMMON_PORTS, REDIS_EXPORTER_PORT_BASE[0]))
+def _redis_ports(inventory: Inventory) -> list[str]:
+    problems = []
+    for host in inventory.members(REDIS_GROUP):
+        try:
+            items = redis_topology.instances([host], inventory.hostvars)
+        except redis_topology.PlanError:
+            continue  # reported by redis_cluster_settings
+        others = {}
+        for variable, (service, default) in COMMON_PORTS.items():
+            port = redis_topology.whole_number(inventory.var(host, variable, default))
+            if port is not None:
+                others[f"{service} ({variable})"] = port
+        variable, default = REDIS_EXPORTER_PORT_BASE
+        exporters = redis_topology.whole_number(inventory.var(host, variable, default))
+        if exporters is not None:
+            for index, item in enumerate(items):
+                others[f"the exporter of redis instance {item.port} ({variable})"] = (
+                    exporters + index
+                )
+        first, last = items[0].port, items[-1].port
+        fix = (
+            f"set {redis_topology.PORT_BASE_VAR} for host {host} (now {first}: ports "
+            f"{first}-{last}, cluster bus ports {items[0].bus_port}-{items[-1].bus_port}) "
+            f"clear of it, or move the other service's port"
+        )
+        problems += [
+            f"{text}: {fix}" for text in redis_topology.port_collisions(items, {host: others})
+        ]
+    return problems
+
+
+@check("redis_cluster_anti_affinity", reads=_REDIS_SETTINGS)
+def _redis_anti_affinity(inventory: Inventory) -> list[str]:
+    layout = _redis_layout(inventory)
+    if layout is None or not redis_topology.anti_affinity_possible(
+        layout.instances, layout.replicas
+    ):
+        return []
+    try:
+        entries = redis_topology.plan(layout.instances, layout.replicas)
+    except redis_topology.PlanError:
+        return []  # reported by redis_cluster_masters or redis_cluster_replica_count
+    return [
+        f"group {REDIS_GROUP}: {violation}, although the group has several hosts: spread the "
+        f"instances more evenly ({redis_topology.COUNT_VAR} per host: {layout.counts()}) so "
+        f"that no host holds more than its share"
+        for violation in redis_topology.anti_affinity_violations(entries)
+    ]

@@ -12,3 +12,4 @@ GROUPS = {
     "monitoring": ["app"],
 }
 ADDRESSES = {"db": "10.77.0.10", "app": "10.77.0.11", "stream": "10.77.0.12"}
+HOSTVARS = {"stream": {"redis_cluster_instances_per_host": 6}}

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from seed_layout import ADDRESSES, GROUPS
+from seed_layout import ADDRESSES, GROUPS, HOSTVARS
 
 from sluice_infra.inventory import CHECKS, REQUIRED_GROUPS, validate, variables_read
 from sluice_infra.secrets import PLACEHOLDER, required_secrets, sync_lab_vault
@@ -38,6 +38,7 @@ def seed_layout() -> tuple[dict[str, list[str]], dict[str, dict]]:
             "inventory_dir": str(REPO / "inventories" / "lab"),
             "lab_subnet": "10.77.0.0/24",
             **{key: f"secret{n:02d}-0123456789abcdef" for n, key in enumerate(required_secrets())},
+            **HOSTVARS.get(host, {}),
         }
         for host, address in addresses.items()
     }
