@@ -459,3 +459,16 @@ def test_compile_check_says_how_to_get_luac(tmp_path: Path):
     missing = str(tmp_path / "no-such-luac")
     with pytest.raises(FileNotFoundError, match="make host-deps"):
         compile_check("return 1\n", missing)
+
+
+def test_the_application_user_may_run_every_command_the_library_calls():
+    """Redis checks a Function's commands against its caller's ACL: the sluice user's command
+    list in the role must cover every redis.call in the library."""
+    import re
+
+    import yaml
+
+    defaults = yaml.safe_load((LIBRARY_PATH.parents[1] / "defaults" / "main.yml").read_text())
+    allowed = {c.lstrip("+").lower() for c in defaults["redis_cluster_sluice_commands"]}
+    called = {c.lower() for c in re.findall(r"redis\.call\(\s*'([A-Za-z]+)'", library_code())}
+    assert called and called <= allowed, f"missing from the ACL: {sorted(called - allowed)}"
