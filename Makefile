@@ -27,7 +27,7 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
-.PHONY: help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-redis help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-molecule test-system
 
 help: ## List the targets
@@ -102,3 +102,8 @@ test-system: host-deps lab-vault ## Lab up, site.yml twice (second changes nothi
 	pytest -v tests/system
 
 test: host-deps lint test-unit test-molecule test-system ## Everything but benchmarks (what CI runs)
+
+bench: bench-redis ## Benchmarks against the running lab; reports in docs/bench/
+
+bench-redis: venv ## FCALL aggregation throughput on the lab's Redis Cluster -> docs/bench/
+	python tests/load/bench_redis_functions.py -i $(INVENTORY)
