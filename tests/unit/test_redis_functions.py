@@ -113,9 +113,16 @@ class Resp:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port with room for its cluster bus port (port + 10000 <= 65535)."""
+    while True:
+        port = random.randint(20000, 55000)
+        with socket.socket() as s, socket.socket() as bus:
+            try:
+                s.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
 
 
 def start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Resp]:
