@@ -27,7 +27,7 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
-.PHONY: bench bench-redis help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-redis docs help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-molecule test-system
 
 help: ## List the targets
@@ -91,6 +91,10 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile)
 	ruff format --check .
 	yamllint -s .
 	env -u ANSIBLE_VAULT_PASSWORD_FILE ansible-lint -q
+	python -m sluice_infra.docs --check
+
+docs: venv ## Regenerate docs/variables.md from the roles' defaults comments
+	python -m sluice_infra.docs
 
 test-unit: venv ## Unit tests: seconds, no machines
 	pytest -q tests/unit
