@@ -16,54 +16,14 @@ import datetime as dt
 import io
 import os
 import secrets
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
+from sluice_infra.lab.remote import Remote, RemoteError
+
 REPO = Path(__file__).resolve().parents[2]
-STATE = REPO / ".lab"
-
-
-def ssh(host: str, command: str, stdin: str = "", timeout: float = 600) -> str:
-    result = subprocess.run(
-        ["ssh", "-F", str(STATE / "ssh" / "config"), host, command],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        sys.exit(f"bench: `{command[:80]}` on {host} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def admin(host: str, password: str, address: str, port: int, *args: str) -> str:
-    return ssh(
-        host,
-        "read -r REDISCLI_AUTH && export REDISCLI_AUTH && redis-cli --no-auth-warning "
-        f"--user admin -h {address} -p {port} " + " ".join(args),
-        stdin=password + "\n",
-    )
-
-
-def vault(inventory: Path) -> dict:
-    text = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-vault"),
-            "view",
-            "--vault-password-file",
-            str(STATE / "vault-pass"),
-            str(inventory / "group_vars" / "all" / "vault.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return yaml.safe_load(text)
 
 
 def main() -> int:
@@ -78,18 +38,20 @@ def main() -> int:
 
     hosts = yaml.safe_load((args.inventory / "hosts.yml").read_text())["all"]["hosts"]
     address = hosts[args.host]["ansible_host"]
-    password = vault(args.inventory)["vault_redis_admin_password"]
-    nodes = [
-        line.split()
-        for line in admin(args.host, password, address, 7000, "CLUSTER", "NODES").splitlines()
-    ]
+    remote = Remote()
+    password = remote.vault(args.inventory)["vault_redis_admin_password"]
+
+    def admin(host_address: str, port: int, *command: str) -> str:
+        return remote.redis_cli(args.host, "admin", password, host_address, port, *command)
+
+    nodes = [line.split() for line in admin(address, 7000, "CLUSTER", "NODES").splitlines()]
     masters = [n for n in nodes if "master" in n[2] and len(n) > 8]
     endpoints = [n[1].split("@")[0] for n in nodes]
 
     # a tenant tag whose keys live on each master
     tags: dict[str, str] = {}
     for i in range(10_000):
-        slot = int(admin(args.host, password, address, 7000, "CLUSTER", "KEYSLOT", f"t{i}"))
+        slot = int(admin(address, 7000, "CLUSTER", "KEYSLOT", f"t{i}"))
         for master in masters:
             first, last = (int(x) for x in master[8].split("-"))
             if first <= slot <= last and master[1] not in tags:
@@ -103,13 +65,13 @@ def main() -> int:
     )
     for endpoint in endpoints:  # ACLs are per node
         host_address, port = endpoint.rsplit(":", 1)
-        admin(args.host, password, host_address, int(port), "ACL", "SETUSER", user, *rules.split())
+        admin(host_address, int(port), "ACL", "SETUSER", user, *rules.split())
     try:
 
         def one(master: list[str]) -> dict:
             host_address, port = master[1].split("@")[0].rsplit(":", 1)
             key = f"sluice:{{{tags[master[1]]}}}:bench:agg"
-            out = ssh(
+            out = remote.run(
                 args.host,
                 f"redis-benchmark -h {host_address} -p {port} --user {user} -a {token} "
                 f"-c {args.clients} -n {args.requests} -P {args.pipeline} -r 50 --csv "
@@ -123,11 +85,11 @@ def main() -> int:
     finally:
         for endpoint in endpoints:
             host_address, port = endpoint.rsplit(":", 1)
-            admin(args.host, password, host_address, int(port), "ACL", "DELUSER", user)
+            admin(host_address, int(port), "ACL", "DELUSER", user)
         for master in masters:
             host_address, port = master[1].split("@")[0].rsplit(":", 1)
             key = f"sluice:{{{tags[master[1]]}}}:bench:agg"
-            admin(args.host, password, host_address, int(port), "DEL", f"'{key}'")
+            admin(host_address, int(port), "DEL", f"'{key}'")
 
     total = sum(float(r["rps"]) for r in rows)
     cores = os.cpu_count()
@@ -164,4 +126,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except RemoteError as exc:
+        raise SystemExit(f"bench: {exc}") from None

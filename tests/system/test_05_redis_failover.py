@@ -8,8 +8,9 @@ import json
 import subprocess
 import time
 
-import yaml
-from conftest import REPO, STATE, run
+from conftest import REPO, STATE
+
+from sluice_infra.lab.remote import Remote
 
 HOST = "stream"
 NODE_TIMEOUT = 5.0  # cluster-node-timeout 5000 (role vars)
@@ -19,38 +20,19 @@ KEY = "sluice:{failover}:counter"
 WRITER = REPO / "tests" / "system" / "scripts" / "redis_writer.py"
 
 
+REMOTE = Remote(STATE)
+
+
 def _password(user: str) -> str:
-    vault = run(
-        STATE.parent / ".venv" / "bin" / "ansible-vault",
-        "view",
-        "--vault-password-file",
-        STATE / "vault-pass",
-        REPO / "inventories" / "lab" / "group_vars" / "all" / "vault.yml",
-        check=True,
-    ).stdout
-    return yaml.safe_load(vault)[f"vault_redis_{user}_password"]
+    return REMOTE.vault(REPO / "inventories" / "lab")[f"vault_redis_{user}_password"]
 
 
-def _ssh(command: str, stdin: str = "", timeout: float = 120) -> str:
-    result = subprocess.run(
-        ["ssh", "-F", str(STATE / "ssh" / "config"), HOST, command],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def _ssh(command: str, stdin: str = "") -> str:
+    return REMOTE.run(HOST, command, stdin=stdin, timeout=120)
 
 
 def _admin(password: str, *args: str, port: int = 7000) -> str:
-    """redis-cli as admin; the password arrives on stdin, never on a command line."""
-    return _ssh(
-        "read -r REDISCLI_AUTH && export REDISCLI_AUTH && "
-        f"redis-cli --no-auth-warning --user admin -h 10.77.0.12 -p {port} " + " ".join(args),
-        stdin=password + "\n",
-    )
+    return REMOTE.redis_cli(HOST, "admin", password, "10.77.0.12", port, *args)
 
 
 def _nodes(password: str) -> list[list[str]]:
