@@ -89,7 +89,8 @@ def test_a_stopped_master_fails_over_while_a_writer_keeps_going(lab_up):
             assert time.monotonic() - stopped < NODE_TIMEOUT + MARGIN + 10, "no failover"
             time.sleep(0.2)
         took_over = time.monotonic() - stopped
-        out, err = writer.communicate(timeout=90)
+        writer.wait(timeout=90)
+        out, err = writer.stdout.read(), writer.stderr.read()
     finally:
         _ssh(f"sudo -n systemctl start redis-server@{master_port}")
     result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
