@@ -6,6 +6,7 @@ Used by the system tests and the benchmarks."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,10 +59,10 @@ class Remote:
     def redis_cli(
         self, host: str, user: str, password: str, address: str, port: int, *args: str
     ) -> str:
-        """redis-cli on ``host`` against ``address:port`` as ``user``."""
+        """redis-cli on ``host`` against ``address:port`` as ``user``; ``args`` are quoted."""
         return self.run(
             host,
             "read -r REDISCLI_AUTH && export REDISCLI_AUTH && redis-cli --no-auth-warning "
-            f"--user {user} -h {address} -p {port} " + " ".join(args),
+            f"--user {user} -h {address} -p {port} " + " ".join(shlex.quote(a) for a in args),
             stdin=password + "\n",
         )

@@ -89,7 +89,7 @@ def main() -> int:
         for master in masters:
             host_address, port = master[1].split("@")[0].rsplit(":", 1)
             key = f"sluice:{{{tags[master[1]]}}}:bench:agg"
-            admin(host_address, int(port), "DEL", f"'{key}'")
+            admin(host_address, int(port), "DEL", key)
 
     total = sum(float(r["rps"]) for r in rows)
     cores = os.cpu_count()

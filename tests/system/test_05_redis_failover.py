@@ -48,7 +48,7 @@ def _role(password: str, port: int) -> str:
 
 def test_a_stopped_master_fails_over_while_a_writer_keeps_going(lab_up):
     admin = _password("admin")
-    slot = _admin(admin, "CLUSTER", "KEYSLOT", f"'{KEY}'").strip()
+    slot = _admin(admin, "CLUSTER", "KEYSLOT", KEY).strip()
     nodes = _nodes(admin)
     master = next(
         n
