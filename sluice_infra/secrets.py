@@ -185,6 +185,11 @@ def _decrypt(path: Path, password_file: Path) -> str:
         ) from exc
 
 
+def read_vault(inventory_dir: Path, password_file: Path) -> dict:
+    """The decrypted vault of ``inventory_dir`` as a mapping (for tests and tools, never logs)."""
+    return yaml.safe_load(_decrypt(vault_path(inventory_dir), password_file)) or {}
+
+
 def _secret_lines(keys: Sequence[str]) -> str:
     return "".join(f'{key}: "{generate_secret()}"\n' for key in keys)
 

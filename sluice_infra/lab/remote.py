@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from sluice_infra.lab.lab import DEFAULT_STATE_DIR
+from sluice_infra.secrets import VaultError, read_vault
 
 
 class RemoteError(RuntimeError):
@@ -40,21 +38,10 @@ class Remote:
 
     def vault(self, inventory: Path) -> dict:
         """The decrypted lab vault of ``inventory``."""
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ansible-vault"),
-                "view",
-                "--vault-password-file",
-                str(self.state_dir / "vault-pass"),
-                str(inventory / "group_vars" / "all" / "vault.yml"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RemoteError(f"cannot read the vault of {inventory}: {result.stderr.strip()}")
-        return yaml.safe_load(result.stdout)
+        try:
+            return read_vault(inventory, self.state_dir / "vault-pass")
+        except VaultError as exc:
+            raise RemoteError(str(exc)) from exc
 
     def redis_cli(
         self, host: str, user: str, password: str, address: str, port: int, *args: str

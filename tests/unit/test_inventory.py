@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from seed_layout import ADDRESSES, GROUPS, HOSTVARS
+from seed_layout import GROUPS, the_problem, valid_hostvars
 
 from sluice_infra.inventory import CHECKS, REQUIRED_GROUPS, validate, variables_read
 from sluice_infra.secrets import PLACEHOLDER, required_secrets, sync_lab_vault
@@ -30,26 +30,8 @@ VALIDATE_PLAYBOOK = REPO / "ansible" / "playbooks" / "validate.yml"
 def seed_layout() -> tuple[dict[str, list[str]], dict[str, dict]]:
     """The lab's seed layout with a complete vault: valid."""
     groups = {name: list(hosts) for name, hosts in GROUPS.items()}
-    addresses = dict(ADDRESSES)
-    hostvars = {
-        host: {
-            "ansible_host": address,
-            "common_firewall_ssh_sources": ["10.77.0.1/32", "2001:db8::/64"],
-            "inventory_dir": str(REPO / "inventories" / "lab"),
-            "lab_subnet": "10.77.0.0/24",
-            **{key: f"secret{n:02d}-0123456789abcdef" for n, key in enumerate(required_secrets())},
-            **HOSTVARS.get(host, {}),
-        }
-        for host, address in addresses.items()
-    }
+    hostvars = valid_hostvars(ssh_sources=["10.77.0.1/32", "2001:db8::/64"])
     return groups, hostvars
-
-
-def the_problem(problems: list[str], *words: str) -> str:
-    """The one problem mentioning every word."""
-    matching = [p for p in problems if all(w in p for w in words)]
-    assert len(matching) == 1, f"expected one problem with {words}, got {problems}"
-    return matching[0]
 
 
 def test_a_good_inventory_has_no_problem():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
-from seed_layout import ADDRESSES, GROUPS
+from seed_layout import ADDRESSES, GROUPS, the_problem, valid_hostvars
 
 from sluice_infra.inventory import validate, variables_read
 from sluice_infra.redis_topology import (
@@ -29,7 +29,6 @@ from sluice_infra.redis_topology import (
     plan,
     port_collisions,
 )
-from sluice_infra.secrets import required_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -424,24 +423,8 @@ def inventory(redis_hosts: dict[str, dict] | None = None) -> tuple[dict, dict]:
         redis_hosts = {"stream": {COUNT: 6}}
     groups = {name: list(hosts) for name, hosts in GROUPS.items()}
     groups["redis_cluster"] = list(redis_hosts)
-    hostvars = {
-        host: {
-            "ansible_host": address,
-            "common_firewall_ssh_sources": ["10.77.0.1/32"],
-            "inventory_dir": str(REPO / "inventories" / "lab"),
-            "lab_subnet": "10.77.0.0/24",
-            **{key: f"secret{n:02d}-0123456789abcdef" for n, key in enumerate(required_secrets())},
-            **redis_hosts.get(host, {}),
-        }
-        for host, address in ADDRESSES.items()
-    }
+    hostvars = valid_hostvars(redis_hosts)
     return groups, hostvars
-
-
-def the_problem(problems: list[str], *words: str) -> str:
-    matching = [p for p in problems if all(w in p for w in words)]
-    assert len(matching) == 1, f"expected one problem with {words}, got {problems}"
-    return matching[0]
 
 
 SPREAD = {"db": {}, "app": {}, "stream": {}}
