@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sluice_infra import redis_topology
+from sluice_infra import kafka_topology, redis_topology
 from sluice_infra.secrets import PLACEHOLDER, required_secrets
 
 #: Where an inventory keeps its vault, as sluice_infra.secrets.vault_path() writes it.
@@ -500,3 +500,93 @@ def _redis_anti_affinity(inventory: Inventory) -> list[str]:
         f"that no host holds more than its share"
         for violation in redis_topology.anti_affinity_violations(entries)
     ]
+
+
+# --- kafka ------------------------------------------------------------------------------------
+
+_KAFKA_SETTINGS = (
+    kafka_topology.NODE_IDS_VAR,
+    kafka_topology.ROLES_VAR,
+    *(variable for variable, _ in kafka_topology.PORT_BASE_VARS.values()),
+    "ansible_host",
+)
+_KAFKA_CLUSTER_SETTINGS = (
+    kafka_topology.TOPICS_VAR,
+    kafka_topology.REPLICATION_FACTOR_VAR,
+    kafka_topology.MIN_INSYNC_VAR,
+)
+
+
+def _kafka_nodes(inventory: Inventory) -> list[kafka_topology.Node]:
+    """The nodes of every host whose settings are usable (kafka_settings reports the rest)."""
+    found = []
+    for host in inventory.members(kafka_topology.GROUP):
+        try:
+            found += kafka_topology.host_nodes(host, inventory.hostvars.get(host) or {})
+        except kafka_topology.PlanError:
+            continue
+    return found
+
+
+@check("kafka_settings", reads=_KAFKA_SETTINGS)
+def _kafka_settings(inventory: Inventory) -> list[str]:
+    problems = []
+    for host in inventory.members(kafka_topology.GROUP):
+        try:
+            kafka_topology.host_nodes(host, inventory.hostvars.get(host) or {})
+        except kafka_topology.PlanError as err:
+            problems.append(f"{err} (in hosts.yml, host_vars/{host}.yml or group_vars)")
+    return problems
+
+
+@check("kafka_cluster", reads=(*_KAFKA_SETTINGS, *_KAFKA_CLUSTER_SETTINGS))
+def _kafka_cluster(inventory: Inventory) -> list[str]:
+    hosts = inventory.members(kafka_topology.GROUP)
+    if not hosts:
+        return []
+    try:
+        items = kafka_topology.nodes(hosts, inventory.hostvars)
+    except kafka_topology.PlanError:
+        return []  # reported by kafka_settings; the other hosts' nodes alone would miscount
+    # Cluster-wide settings: one value for the whole group (group_vars), read off its first host.
+    first = hosts[0]
+    return kafka_topology.cluster_problems(
+        items,
+        inventory.var(first, kafka_topology.TOPICS_VAR),
+        inventory.var(
+            first,
+            kafka_topology.REPLICATION_FACTOR_VAR,
+            kafka_topology.DEFAULT_REPLICATION_FACTOR,
+        ),
+        inventory.var(
+            first, kafka_topology.MIN_INSYNC_VAR, kafka_topology.DEFAULT_MIN_INSYNC_REPLICAS
+        ),
+    )
+
+
+@check(
+    "kafka_ports",
+    reads=(*_KAFKA_SETTINGS, *_REDIS_SETTINGS, *COMMON_PORTS, REDIS_EXPORTER_PORT_BASE[0]),
+)
+def _kafka_ports(inventory: Inventory) -> list[str]:
+    others: dict[str, dict[str, int]] = defaultdict(dict)
+    for host in inventory.members(kafka_topology.GROUP):
+        for variable, (service, default) in COMMON_PORTS.items():
+            port = redis_topology.whole_number(inventory.var(host, variable, default))
+            if port is not None:
+                others[host][f"{service} ({variable})"] = port
+    for host in inventory.members(REDIS_GROUP):
+        try:
+            items = redis_topology.instances([host], inventory.hostvars)
+        except redis_topology.PlanError:
+            continue
+        variable, default = REDIS_EXPORTER_PORT_BASE
+        exporters = redis_topology.whole_number(inventory.var(host, variable, default))
+        for index, item in enumerate(items):
+            others[item.host][f"redis instance {item.port}"] = item.port
+            others[item.host][f"the cluster bus of redis instance {item.port}"] = item.bus_port
+            if exporters is not None:
+                others[item.host][f"the exporter of redis instance {item.port} ({variable})"] = (
+                    exporters + index
+                )
+    return kafka_topology.port_problems(_kafka_nodes(inventory), others)

@@ -22,6 +22,8 @@ GROUPS = {
 ADDRESSES = {"db": "10.77.0.10", "app": "10.77.0.11", "stream": "10.77.0.12"}
 #: Host variables hosts.yml sets per host: the study's 3 Redis masters + 3 replicas on stream.
 HOSTVARS = {"stream": {"redis_cluster_instances_per_host": 6}}
+#: Every layout's Kafka nodes unless a test says otherwise: the study's 3 on stream.
+KAFKA_HOSTVARS = {"stream": {"kafka_node_ids": [1, 2, 3]}}
 
 
 def valid_hostvars(
@@ -36,6 +38,7 @@ def valid_hostvars(
             "inventory_dir": str(REPO / "inventories" / "lab"),
             "lab_subnet": "10.77.0.0/24",
             **{key: f"secret{n:02d}-0123456789abcdef" for n, key in enumerate(required_secrets())},
+            **KAFKA_HOSTVARS.get(host, {}),
             **per_host.get(host, {}),
         }
         for host, address in ADDRESSES.items()
