@@ -27,7 +27,7 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
-.PHONY: bench bench-redis docs help lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-redis docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-molecule test-system
 
 help: ## List the targets
@@ -85,6 +85,14 @@ verify: venv ## testinfra against INVENTORY's hosts
 
 summary: venv
 	@python -m sluice_infra.summary -i $(INVENTORY) --state-dir $(LAB_STATE) --cache-dir $(SLUICE_CACHE_DIR)
+
+inventory: venv ## Render inventories/proxmox/hosts.yml from `pulumi stack output --json` (PULUMI_STACK=<stack>)
+	@command -v pulumi >/dev/null || { echo "make inventory: the pulumi CLI is not on PATH. Install it \
+	(https://www.pulumi.com/docs/install/), then 'pulumi login' and 'pulumi stack select <stack>', \
+	or pass PULUMI_STACK=<stack>"; exit 1; }
+	pulumi stack output --json $${PULUMI_STACK:+--stack "$$PULUMI_STACK"} \
+		| python -m sluice_infra.pulumi_inventory --from-json - --out inventories/proxmox/hosts.yml \
+			--stack "$${PULUMI_STACK:-$$(pulumi stack --show-name 2>/dev/null)}"
 
 lint: venv ## ruff, yamllint, ansible-lint (production profile)
 	ruff check .
