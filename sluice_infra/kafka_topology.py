@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sluice_infra.numbers import whole_number
+
 GROUP = "kafka"
 
 # The role's defaults: these must match ansible/roles/kafka/defaults/main.yml (role defaults
@@ -131,17 +133,6 @@ def _host_part(address: str) -> str:
     except ValueError:
         pass
     return address
-
-
-def whole_number(value: Any) -> int | None:
-    """``value`` as an int (digit strings too, as templated inventories give), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def host_nodes(host: str, hostvars: Mapping[str, Any]) -> list[Node]:
@@ -515,14 +506,19 @@ def changed_nodes(
     existed: Sequence[Mapping[str, Any]],
     results: Sequence[Sequence[Mapping[str, Any]]],
     host_changed: bool,
+    deferred: Sequence[Mapping[str, Any]] = (),
 ) -> list[Mapping[str, Any]]:
     """The nodes to restart: those configured before this run (``existed``: stat results
     looped over the nodes) whose own files changed (``results``: lists of template results
-    looped with ``loop_var: kafka_node``) or whose host-wide files did (``host_changed``)."""
+    looped with ``loop_var: kafka_node``) or whose host-wide files did (``host_changed``), and
+    those an earlier run left a restart-pending mark on (``deferred``: stat results of the
+    marks, looped over the nodes)."""
     configured = {r["item"]["id"] for r in existed if (r.get("stat") or {}).get("exists")}
+    marked = {r["item"]["id"] for r in deferred if (r.get("stat") or {}).get("exists")}
     touched = {r["kafka_node"]["id"] for result in results for r in result if r.get("changed")}
     return [
         node
         for node in items
-        if node["id"] in configured and (host_changed or node["id"] in touched)
+        if node["id"] in configured
+        and (host_changed or node["id"] in touched or node["id"] in marked)
     ]

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sluice_infra.numbers import whole_number
+
 # The role's defaults: these must match ansible/roles/redis_cluster/defaults/main.yml. Role
 # defaults are not part of `hostvars`, so the inventory checks and the filters fall back on
 # these when a host does not set its own value.
@@ -71,17 +73,6 @@ class Instance:
     def from_mapping(cls, data: Mapping[str, Any]) -> Instance:
         """Back from :meth:`as_dict` (extra keys ignored)."""
         return cls(str(data["host"]), str(data["address"]), int(data["port"]))
-
-
-def whole_number(value: Any) -> int | None:
-    """``value`` as an int (digit strings too, as templated inventories may give), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
 
 
 def host_settings(

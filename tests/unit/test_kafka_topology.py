@@ -731,6 +731,18 @@ def test_nothing_changed_restarts_nothing():
     assert changed_nodes(NODES, [{"item": {"id": 1}, "skipped": True}], RESULTS, True) == []
 
 
+def test_a_restart_an_earlier_run_deferred_is_queued_though_no_file_changes():
+    unchanged = [[{"kafka_node": {"id": n}, "changed": False} for n in (1, 2, 3)]]
+    marks = [
+        {"item": {"id": 1}, "stat": {"exists": True}},
+        {"item": {"id": 2}, "stat": {"exists": False}},
+        {"item": {"id": 3}, "stat": {"exists": True}},  # not configured: starts fresh anyway
+    ]
+
+    assert changed_nodes(NODES, EXISTED, unchanged, False, marks) == [{"id": 1}]
+    assert changed_nodes(NODES, EXISTED, RESULTS, False, marks) == [{"id": 1}, {"id": 2}]
+
+
 # --- filters -----------------------------------------------------------------------------------
 
 

@@ -116,9 +116,13 @@ def sluice_kafka_changed_nodes(
     existed: Sequence[Mapping[str, Any]],
     results: Sequence[Sequence[Mapping[str, Any]]],
     host_changed: Any = False,
+    deferred: Sequence[Mapping[str, Any]] = (),
 ) -> list[Mapping[str, Any]]:
-    """kafka_my_nodes | sluice_kafka_changed_nodes(stats, [template results], host_changed)."""
-    return kafka_topology.changed_nodes(items, existed, results, _bool(host_changed))
+    """kafka_my_nodes | sluice_kafka_changed_nodes(stats, [template results], host_changed,
+    restart-pending mark stats)."""
+    return kafka_topology.changed_nodes(
+        items, existed, results, _bool(host_changed), deferred or ()
+    )
 
 
 def sluice_kafka_found_ids(

@@ -72,31 +72,17 @@ import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-
-try:
-    from ansible.module_utils.sluice_kafka import (
-        AclEntry,
-        SpecError,
-        acl_actions,
-        broker_problems,
-        expand_acls,
-        partition_problems,
-        quorum_leader,
-        quorum_problems,
-        topic_actions,
-    )
-except ImportError:  # unit tests import the file directly
-    from sluice_kafka import (  # type: ignore[no-redef]
-        AclEntry,
-        SpecError,
-        acl_actions,
-        broker_problems,
-        expand_acls,
-        partition_problems,
-        quorum_leader,
-        quorum_problems,
-        topic_actions,
-    )
+from ansible.module_utils.sluice_kafka import (  # noqa: E402
+    AclEntry,
+    SpecError,
+    acl_actions,
+    broker_problems,
+    expand_acls,
+    partition_problems,
+    quorum_leader,
+    quorum_problems,
+    topic_actions,
+)
 
 KAFKA_IMPORT_ERROR = None
 try:
