@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import INVENTORY, lab, run
+from conftest import BIN, INVENTORY, REPO, lab, run
 
 SUBNET = "10.78.9.0/24"
 BRIDGE = "sluicetst"
@@ -81,3 +81,28 @@ def test_address_outside_the_subnet_is_refused(scratch, tmp_path):
     hosts.write_text(hosts.read_text().replace("10.78.9.10", "10.99.0.10"))
     message = _fails(scratch, tmp_path)
     assert "host db" in message and "outside lab_subnet" in message
+
+
+def test_site_refuses_a_bad_kafka_layout_before_touching_any_host(tmp_path):
+    """Even controllers, a duplicate node id, min.insync.replicas above the replication factor,
+    a topic with no partitions: site.yml stops in its validation play with one line each."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inventory, ignore=shutil.ignore_patterns(".pki"))
+    hosts = inventory / "hosts.yml"
+    hosts.write_text(
+        hosts.read_text().replace("kafka_node_ids: [1, 2, 3]", "kafka_node_ids: [1, 2, 2, 4]")
+    )
+    settings = inventory / "group_vars/all/main.yml"
+    text = settings.read_text().replace(
+        "kafka_min_insync_replicas: 2", "kafka_min_insync_replicas: 4"
+    )
+    settings.write_text(text.replace("partitions: 5\n", "partitions: 0\n", 1))
+
+    result = run(BIN / "ansible-playbook", "-i", inventory, REPO / "ansible" / "site.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "node id 2 is used more than once" in output
+    assert "4 KRaft controllers" in output and "odd number" in output
+    assert "kafka_min_insync_replicas 4 is larger than kafka_replication_factor 3" in output
+    assert "partitions is 0" in output
+    assert "PLAY [Common base" not in output, "validation must stop the run before any host"
