@@ -24,6 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_VAULT = str(Path(sys.executable).parent / "ansible-vault")
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_vault(monkeypatch):
+    """The tests pass their password files explicitly; a vault password file exported by the
+    Makefile (or left by a running lab) would make ansible-vault see two default ids."""
+    for name in secrets._VAULT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def inventory(tmp_path: Path) -> Path:
     directory = tmp_path / "inventories" / "lab"
