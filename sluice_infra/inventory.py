@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sluice_infra import kafka_topology, redis_topology
+from sluice_infra import kafka_topology, postgresql_topology, redis_topology
 from sluice_infra.secrets import PLACEHOLDER, required_secrets
 
 #: Where an inventory keeps its vault, as sluice_infra.secrets.vault_path() writes it.
@@ -590,3 +590,209 @@ def _kafka_ports(inventory: Inventory) -> list[str]:
                     exporters + index
                 )
     return kafka_topology.port_problems(_kafka_nodes(inventory), others)
+
+
+# --- postgresql and citus ---------------------------------------------------------------------
+
+_PG = postgresql_topology
+_POSTGRESQL_SETTINGS = (
+    _PG.CITUS_ENABLED_VAR,
+    _PG.WORKERS_PER_HOST_VAR,
+    _PG.PORT_BASE_VAR,
+    _PG.STANDBY_HOSTS_VAR,
+    _PG.CONFIG_CUSTOM_VAR,
+    _PG.MEMORY_VAR,
+    _PG.MEMORY_FACT,
+    "ansible_host",
+)
+
+
+@dataclass(frozen=True)
+class _PostgresqlLayout:
+    """Where the clusters run: citus_enabled, the coordinator host, the usable standby hosts
+    and host -> the kinds of clusters it runs."""
+
+    citus_enabled: bool
+    coordinator: str
+    standbys: list[str]
+    placement: dict[str, tuple[str, ...]]
+
+    def host_vars(self, inventory: Inventory, host: str) -> Mapping[str, Any]:
+        return inventory.hostvars.get(host) or {}
+
+
+def _postgresql_layout(inventory: Inventory) -> _PostgresqlLayout | None:
+    """The layout, or None when it cannot be made: no single coordinator (citus_coordinator,
+    required_groups), citus_enabled unusable (citus) or Citus without workers
+    (required_groups). Unusable standby entries are left out (postgresql_standby)."""
+    coordinators = inventory.members(_PG.COORDINATOR_GROUP)
+    if len(coordinators) != 1:
+        return None
+    coordinator = coordinators[0]
+    try:
+        enabled = _PG.citus_flag(
+            inventory.var(coordinator, _PG.CITUS_ENABLED_VAR, _PG.DEFAULT_CITUS_ENABLED)
+        )
+        standbys = _PG.standby_hosts(
+            inventory.var(coordinator, _PG.STANDBY_HOSTS_VAR),
+            coordinator,
+            inventory.hosts,
+            strict=False,
+        )
+        placement = _PG.layout(inventory.groups, enabled, standbys)
+    except _PG.PlanError:
+        return None
+    return _PostgresqlLayout(enabled, coordinator, standbys, placement)
+
+
+def _postgresql_clusters(inventory: Inventory, layout: _PostgresqlLayout) -> list[_PG.Cluster]:
+    """The clusters of every host whose settings are usable (postgresql_settings reports the
+    rest); standbys when the primary's host is usable."""
+    found: list[_PG.Cluster] = []
+    primary = None
+    for host, kinds in layout.placement.items():
+        if primary is None:
+            kinds = tuple(kind for kind in kinds if kind != "standby")
+        try:
+            items = _PG.host_clusters(host, layout.host_vars(inventory, host), kinds, primary)
+        except _PG.PlanError:
+            continue
+        if host == layout.coordinator:
+            primary = items[0]
+        found += items
+    return found
+
+
+@check("citus", reads=(_PG.CITUS_ENABLED_VAR,))
+def _citus_enabled_everywhere(inventory: Inventory) -> list[str]:
+    variable = _PG.CITUS_ENABLED_VAR
+    values: dict[str, bool] = {}
+    unusable: dict[str, list[str]] = defaultdict(list)
+    for host in inventory.members("all") or inventory.hosts:
+        raw = inventory.var(host, variable, _PG.DEFAULT_CITUS_ENABLED)
+        try:
+            values[host] = _PG.citus_flag(raw)
+        except _PG.PlanError:
+            unusable[repr(raw)].append(host)
+    problems = [
+        f"{_hosts(hosts)}: {variable} is {raw}: set true (PostgreSQL with Citus) or false "
+        f"(plain PostgreSQL) once in group_vars/all/main.yml"
+        for raw, hosts in sorted(unusable.items())
+    ]
+    coordinators = inventory.members(_PG.COORDINATOR_GROUP)
+    rest = dict(values)
+    if len(coordinators) == 1 and values.get(coordinators[0]):
+        without = [h for h in inventory.members(_PG.WORKERS_GROUP) if values.get(h) is False]
+        if without:
+            problems.append(
+                f"{_hosts(without)} in group {_PG.WORKERS_GROUP}: {variable} is false while the "
+                f"coordinator {coordinators[0]} has it true: a worker without Citus cannot join "
+                f"the cluster; set {variable} once for every host in group_vars/all/main.yml "
+                f"and drop the host's own value"
+            )
+            for host in without:
+                del rest[host]
+    if len(set(rest.values())) > 1:
+        on = [host for host, value in rest.items() if value]
+        off = [host for host, value in rest.items() if not value]
+        problems.append(
+            f"{variable} differs between hosts (true on {_names(on)}, false on {_names(off)}): "
+            f"it is one setting for the whole inventory; set it once in "
+            f"group_vars/all/main.yml"
+        )
+    return problems
+
+
+@check("postgresql_standby", reads=(_PG.STANDBY_HOSTS_VAR,))
+def _postgresql_standby(inventory: Inventory) -> list[str]:
+    coordinators = inventory.members(_PG.COORDINATOR_GROUP)
+    if len(coordinators) != 1:
+        return []  # reported by required_groups or citus_coordinator
+    coordinator = coordinators[0]
+    return _PG.standby_problems(
+        inventory.var(coordinator, _PG.STANDBY_HOSTS_VAR), coordinator, inventory.hosts
+    )
+
+
+@check("postgresql_settings", reads=_POSTGRESQL_SETTINGS)
+def _postgresql_settings(inventory: Inventory) -> list[str]:
+    layout = _postgresql_layout(inventory)
+    if layout is None:
+        return []
+    problems = []
+    for host, kinds in layout.placement.items():
+        own = layout.host_vars(inventory, host)
+        where = f"(in hosts.yml, host_vars/{host}.yml or group_vars)"
+        try:
+            workers, _ = _PG.host_settings(host, own, kinds)
+        except _PG.PlanError as err:
+            problems += [f"{problem} {where}" for problem in err.problems]
+            continue
+        count = sum(workers if kind == "worker" else 1 for kind in kinds)
+        custom = own.get(_PG.CONFIG_CUSTOM_VAR)
+        raw_memory = own.get(_PG.MEMORY_VAR)
+        memory = _PG.whole_number(raw_memory)
+        if raw_memory is not None and (memory is None or memory < 1):
+            problems.append(
+                f"host {host}: {_PG.MEMORY_VAR} is {raw_memory!r}: set the memory PostgreSQL may "
+                f"use on this host in MB, or leave it unset for the host's own {where}"
+            )
+            memory = None
+        if memory is None:
+            memory = _PG.whole_number(own.get(_PG.MEMORY_FACT))  # facts, when cached
+        if memory:
+            problems += _PG.memory_problems(memory, count, custom, host=host)
+        else:
+            problems += _PG.config_problems(custom, host=host)
+    for host in _PG.hba_hosts(inventory.groups, layout.citus_enabled, layout.standbys):
+        address = inventory.var(host, "ansible_host")
+        if not isinstance(address, str) or address_key(address) is None:
+            continue  # reported by host_addresses
+        try:
+            _PG.hba_address(host, inventory.hostvars.get(host) or {})
+        except _PG.PlanError as err:
+            problems.append(str(err))
+    return problems
+
+
+@check(
+    "postgresql_ports",
+    reads=(
+        *_POSTGRESQL_SETTINGS,
+        *_KAFKA_SETTINGS,
+        *_REDIS_SETTINGS,
+        *COMMON_PORTS,
+        REDIS_EXPORTER_PORT_BASE[0],
+    ),
+)
+def _postgresql_ports(inventory: Inventory) -> list[str]:
+    layout = _postgresql_layout(inventory)
+    if layout is None:
+        return []
+    items = _postgresql_clusters(inventory, layout)
+    others: dict[str, dict[str, int]] = defaultdict(dict)
+    for host in layout.placement:
+        for variable, (service, default) in COMMON_PORTS.items():
+            port = _PG.whole_number(inventory.var(host, variable, default))
+            if port is not None:
+                others[host][f"{service} ({variable})"] = port
+    for node in _kafka_nodes(inventory):
+        for listener in kafka_topology.PORT_BASE_VARS:
+            others[node.host][f"kafka node {node.id} {listener} listener"] = getattr(
+                node, f"{listener}_port"
+            )
+    for host in inventory.members(REDIS_GROUP):
+        try:
+            instances = redis_topology.instances([host], inventory.hostvars)
+        except redis_topology.PlanError:
+            continue
+        variable, default = REDIS_EXPORTER_PORT_BASE
+        exporters = redis_topology.whole_number(inventory.var(host, variable, default))
+        for index, item in enumerate(instances):
+            others[host][f"redis instance {item.port}"] = item.port
+            others[host][f"the cluster bus of redis instance {item.port}"] = item.bus_port
+            if exporters is not None:
+                others[host][f"the exporter of redis instance {item.port} ({variable})"] = (
+                    exporters + index
+                )
+    return _PG.port_problems(items, others)
