@@ -42,7 +42,9 @@ class Machine:
         return self.root / "console.log"
 
     def exists(self) -> bool:
-        return self.rootfs.is_dir()
+        """Whether the machine has its disk: a complete copy of the image (an interrupted
+        removal can leave a rootfs folder with stray files, which is not a disk)."""
+        return (self.rootfs / "usr/lib/os-release").is_file()
 
     # -- disk and seed ---------------------------------------------------------------------
 
@@ -50,8 +52,9 @@ class Machine:
         """Give the machine its own copy of the image, once. Returns True if it made one."""
         if self.exists():
             return False
+        _remove_tree(self.rootfs)  # what an interrupted removal left, if anything
         partial = self.root / "rootfs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove_tree(partial)
         self.root.mkdir(parents=True, exist_ok=True)
         run(["cp", "-a", "--reflink=auto", str(image), str(partial)], timeout=900)
         partial.rename(self.rootfs)
@@ -121,12 +124,12 @@ class Machine:
         pid = self.pid()
         if pid is None:
             return False
-        stop(pid, timeout=60)
+        stop(pid, timeout=STOP_TIMEOUT)
         return True
 
     def destroy(self) -> None:
         self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        _remove_tree(self.root)
         _remove_cgroup(self.name)
 
     # -- readiness -------------------------------------------------------------------------
@@ -239,3 +242,26 @@ def memory_cap(name: str) -> int | None:
         if value.isdigit():
             return int(value)
     return None
+
+
+#: Seconds a machine gets to shut down (its services stop in order: Kafka's controlled
+#: shutdown alone may take a minute) before systemd-nspawn is killed.
+STOP_TIMEOUT = 150
+#: Seconds to keep removing a folder that processes of a dying machine still write into.
+REMOVE_TIMEOUT = 30
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` completely, retrying while the last writes of a stopped machine land;
+    LabError naming the folder if it will not go."""
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        if time.monotonic() >= deadline:
+            raise LabError(
+                f"cannot remove {path}: something still writes into it; stop what uses it "
+                f"(fuser -vm {path}) and run the command again"
+            )
+        time.sleep(1)

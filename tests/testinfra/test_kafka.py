@@ -145,17 +145,26 @@ def test_kafka_topics_are_as_declared(first_kafka_host):
     hostvars = _vars(first_kafka_host)
     brokers = len(_cluster(first_kafka_host)["ids"])
     factor = min(int(hostvars.get("kafka_replication_factor", 3)), brokers)
+    # one JVM for every topic: kafka-topics --describe prints a summary line per topic
+    # ("Topic: events.raw\tTopicId: ...") followed by one line per partition
+    out = _tool(first_kafka_host, "topics", "--describe", "--exclude-internal")
+    blocks: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        named = re.match(r"^Topic: (\S+)\s+TopicId:", line)
+        if named:
+            blocks[named.group(1)] = [line]
+        elif line.strip() and blocks:
+            blocks[list(blocks)[-1]].append(line)
     for topic in hostvars["kafka_topics"]:
-        out = _tool(first_kafka_host, "topics", "--describe", "--topic", topic["name"])
-        summary = out.splitlines()[0]
+        assert topic["name"] in blocks, (topic["name"], sorted(blocks))
+        summary, *partitions = blocks[topic["name"]]
         assert f"PartitionCount: {topic['partitions']}" in summary, summary
         assert f"ReplicationFactor: {topic.get('replication_factor', factor)}" in summary, summary
         configs = {"min.insync.replicas": hostvars.get("kafka_min_insync_replicas", 2)}
         configs.update(topic.get("configs") or {})
         for key, value in configs.items():
             assert f"{key}={value}" in summary, (key, summary)
-        partitions = [line for line in out.splitlines()[1:] if "Partition:" in line]
-        assert len(partitions) == topic["partitions"]
+        assert len(partitions) == topic["partitions"], partitions
         for line in partitions:
             replicas = re.search(r"Replicas: ([\d,]+)", line).group(1)
             isr = re.search(r"Isr: ([\d,]+)", line).group(1)

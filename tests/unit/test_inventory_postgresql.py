@@ -210,8 +210,9 @@ def test_a_port_base_without_room_is_one_problem():
 
     problem = only_problem(validate(groups, hostvars))
 
-    assert problem.startswith("host db: postgresql_port_base 65535 leaves no room for its 2")
-    assert "set it to at most 65534" in problem
+    # the seed layout's db runs the coordinator and citus_workers_per_host 2 workers
+    assert problem.startswith("host db: postgresql_port_base 65535 leaves no room for its 3")
+    assert "set it to at most 65533" in problem
 
 
 @pytest.mark.parametrize("memory", [{"postgresql_memory_mb": 8192}, {"ansible_memtotal_mb": 8192}])

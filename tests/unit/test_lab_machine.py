@@ -45,6 +45,8 @@ def db(spec, state_dir) -> Machine:
     (ssh / "sshd_config").write_text("PasswordAuthentication no\n")
     for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key"):
         (ssh / name).write_text("old\n")
+    (machine.rootfs / "usr/lib").mkdir(parents=True)
+    (machine.rootfs / "usr/lib/os-release").write_text("ID=debian\n")
     return machine
 
 
@@ -81,6 +83,18 @@ def test_machine_paths_are_under_state_dir(db, state_dir):
     assert db.console_log == state_dir / "machines" / "db" / "console.log"
     assert db.exists()
     assert not Machine(db.lab.machine("app"), db.lab, state_dir).exists()
+
+
+def test_a_rootfs_an_interrupted_removal_left_is_not_a_disk_and_is_replaced(db, tmp_path):
+    (db.rootfs / "usr/lib/os-release").unlink()  # what an rmtree racing a dying machine leaves
+    assert not db.exists()
+    image = tmp_path / "image"
+    (image / "usr/lib").mkdir(parents=True)
+    (image / "usr/lib/os-release").write_text("ID=debian\n")
+
+    assert db.create(image) is True
+    assert db.exists()
+    assert not (db.rootfs / "etc/ssh/sshd_config").exists(), "the leftovers are gone"
 
 
 # -- seed --------------------------------------------------------------------------------------

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
-
 from sluice_infra import firewall, sysctl
+from sluice_infra.filter_errors import filter_errors
 
-
-def _filter_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's ValueError into a task failure carrying its message."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ValueError as err:
-            raise AnsibleFilterError(str(err)) from err
-
-    return wrapper
+# The library's ValueError (FirewallError, the sysctl plan's) fails the task with its message.
+_filter_errors = filter_errors(ValueError)
 
 
 @_filter_errors

@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping, Sequence
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
-
 from sluice_infra import kafka_topology
+from sluice_infra.filter_errors import filter_errors
 
-
-def _filter_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's PlanError into a task failure carrying its message."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except kafka_topology.PlanError as err:
-            raise AnsibleFilterError(str(err)) from err
-
-    return wrapper
+_filter_errors = filter_errors(kafka_topology.PlanError)
 
 
 def _nodes(items: Sequence[Mapping[str, Any]]) -> list[kafka_topology.Node]:

@@ -14,25 +14,12 @@ Role defaults are not part of ``hostvars``: a host without its own
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
-
 from sluice_infra import redis_ops, redis_topology
+from sluice_infra.filter_errors import filter_errors
 
-
-def _filter_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's PlanError into a task failure carrying its message."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except redis_topology.PlanError as err:
-            raise AnsibleFilterError(str(err)) from err
-
-    return wrapper
+_filter_errors = filter_errors(redis_topology.PlanError)
 
 
 @_filter_errors
