@@ -27,7 +27,7 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
-.PHONY: bench bench-redis bench-kafka docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-redis bench-kafka bench-postgresql docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-molecule test-system
 
 help: ## List the targets
@@ -115,10 +115,13 @@ test-system: host-deps lab-vault ## Lab up, site.yml twice (second changes nothi
 
 test: host-deps lint test-unit test-molecule test-system ## Everything but benchmarks (what CI runs)
 
-bench: bench-redis bench-kafka ## Benchmarks against the running lab; reports in docs/bench/
+bench: bench-redis bench-kafka bench-postgresql ## Benchmarks against the running lab; reports in docs/bench/
 
 bench-redis: venv ## FCALL aggregation throughput on the lab's Redis Cluster -> docs/bench/
 	python tests/load/bench_redis_functions.py -i $(INVENTORY)
 
 bench-kafka: venv ## kafka-producer-perf-test over SASL_SSL, acks=all, 500 B records -> docs/bench/
 	python tests/load/bench_kafka_producer.py -i $(INVENTORY)
+
+bench-postgresql: venv ## 500 B JSONB events into the partitioned table: COPY vs multi-row INSERT -> docs/bench/
+	python tests/load/bench_pg_ingest.py -i $(INVENTORY)

@@ -1,14 +1,16 @@
 """Input firewall rules for one host, derived from the inventory.
 
 The role `common` renders /etc/nftables.conf from what these functions return. A service
-entry says which inventory group runs it, on which ports, and which groups (plus optional
-CIDRs) may reach it:
+entry says which inventory group (or, with `hosts`, which inventory hosts) runs it, on which
+ports, and which groups, hosts and CIDRs may reach it:
 
     {"name": "node_exporter", "group": "all", "ports": [9100], "proto": "tcp",
      "sources": ["monitoring"], "source_cidrs": []}
 
-`sources` defaults to every host in the inventory (`all`). Output is sorted, so the rendered
-ruleset only changes when the inventory does.
+`sources` defaults to every host in the inventory (`all`) unless `source_hosts` is given.
+`hosts` and `source_hosts` serve placements a variable makes rather than a group (a
+PostgreSQL standby: `postgresql_standby_hosts`). Output is sorted, so the rendered ruleset
+only changes when the inventory does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any, TypedDict
 
 ALL_GROUP = "all"
 PROTOCOLS = ("tcp", "udp")
-SERVICE_KEYS = frozenset({"name", "group", "ports", "proto", "sources", "source_cidrs"})
+SERVICE_KEYS = frozenset(
+    {"name", "group", "hosts", "ports", "proto", "sources", "source_hosts", "source_cidrs"}
+)
 PORT_MIN = 1
 PORT_MAX = 65535
 
@@ -151,8 +155,16 @@ def service_problems(services: Any, variable: str = "common_firewall_services") 
         unknown = sorted(set(service) - SERVICE_KEYS)
         if unknown:
             problems.append(f"{where} has unknown keys {unknown}; allowed: {sorted(SERVICE_KEYS)}")
-        if not isinstance(service.get("group"), str) or not service.get("group"):
+        if ("group" in service) == ("hosts" in service):
+            problems.append(
+                f"{where} needs exactly one of 'group' (the inventory group whose hosts run it) "
+                "and 'hosts' (a list of inventory hosts)"
+            )
+        elif "group" in service and (not isinstance(service["group"], str) or not service["group"]):
             problems.append(f"{where} needs 'group': the inventory group whose hosts run it")
+        for key in ("hosts", "source_hosts"):
+            if key in service and not _names(service[key]):
+                problems.append(f"{where}: '{key}' must be a list of inventory host names")
         ports = service.get("ports")
         if not isinstance(ports, list | tuple) or not ports:
             problems.append(f"{where} needs 'ports': a non-empty list of ports or 'low-high'")
@@ -165,7 +177,7 @@ def service_problems(services: Any, variable: str = "common_firewall_services") 
         proto = service.get("proto", "tcp")
         if proto not in PROTOCOLS:
             problems.append(f"{where}: proto {proto!r} must be one of {list(PROTOCOLS)}")
-        sources = service.get("sources", [ALL_GROUP])
+        sources = service.get("sources", _default_sources(service))
         if not isinstance(sources, list | tuple) or not all(
             isinstance(group, str) and group for group in sources
         ):
@@ -174,6 +186,23 @@ def service_problems(services: Any, variable: str = "common_firewall_services") 
             cidr_problems(service.get("source_cidrs", []), f"{where} source_cidrs", required=False)
         )
     return problems
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+
+
+def _default_sources(service: Mapping[str, Any]) -> list[str]:
+    """`all`, unless the entry names its source hosts instead of groups."""
+    return [] if "source_hosts" in service else [ALL_GROUP]
+
+
+def _service_hosts(
+    groups: Mapping[str, Sequence[str]], service: Mapping[str, Any], name: str
+) -> list[str]:
+    if "hosts" in service:
+        return list(service["hosts"])
+    return _group_hosts(groups, service["group"], name, "service")
 
 
 def host_addresses(
@@ -253,12 +282,13 @@ def firewall_rules(
     rules: list[Rule] = []
     for service in services:
         name = service["name"]
-        if this_host not in _group_hosts(groups, service["group"], name, "service"):
+        if this_host not in _service_hosts(groups, service, name):
             continue
         networks: list[Network] = [parse_network(c) for c in service.get("source_cidrs", [])]
-        for group in service.get("sources", [ALL_GROUP]):
-            for host in _group_hosts(groups, group, name, "source"):
-                networks.append(_address(hostvars_addresses, host, name))
+        source_hosts = list(service.get("source_hosts", []))
+        for group in service.get("sources", _default_sources(service)):
+            source_hosts += _group_hosts(groups, group, name, "source")
+        networks += [_address(hostvars_addresses, host, name) for host in source_hosts]
         if not networks:
             continue
         rules.append(make_rule(name, service.get("proto", "tcp"), service["ports"], networks))

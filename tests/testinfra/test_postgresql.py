@@ -8,6 +8,7 @@ PGPASSWORD: never on a command line.
 
 from __future__ import annotations
 
+import json
 import shlex
 import uuid
 
@@ -135,3 +136,115 @@ def test_postgresql_exporter_serves_metrics(pg_host):
     )
     metrics = pg_host.check_output(f"python3 -c {shlex.quote(fetch)}")
     assert "pg_up 1" in metrics
+
+
+def test_postgresql_partman_creates_partitions_ahead(psql):
+    """pg_partman, as the writer: a daily-partitioned table gets its partitions made ahead."""
+    table = f"sluice_test_{uuid.uuid4().hex[:8]}"
+    writer = psql("sluice_writer")
+    version = writer("SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")
+    # pg_partman 4 (bookworm) still takes p_type; 5 (PGDG) only makes native partitions
+    native = ", p_type => 'native'" if version.stdout.strip().startswith("4.") else ""
+    made = writer(
+        f"CREATE TABLE public.{table} (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);"
+        f"SELECT partman.create_parent(p_parent_table => 'public.{table}', p_control => 'at'"
+        f"{native}, p_interval => '1 day', p_premake => 3);"
+        f"SELECT partman.run_maintenance('public.{table}');"
+    )
+    try:
+        assert made.rc == 0, made.stderr
+        ahead = writer(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            f"WHERE i.inhparent = 'public.{table}'::regclass "
+            "AND pg_get_expr(c.relpartbound, c.oid) LIKE '%FROM (''' || "
+            "to_char(now()::date + 3, 'YYYY-MM-DD') || '%'"
+        )
+        assert ahead.stdout.strip() == "1", (ahead.stdout, ahead.stderr)
+        stored = writer(f"INSERT INTO public.{table} VALUES (1, now() + interval '2 days')")
+        assert stored.rc == 0, stored.stderr
+    finally:
+        writer(f"DELETE FROM partman.part_config WHERE parent_table = 'public.{table}'")
+        writer(f"DROP TABLE IF EXISTS public.{table}, partman.template_public_{table}")
+
+
+def _standby_host(pg_host):
+    """The first host of postgresql_standby_hosts as a testinfra host, or skip."""
+    import testinfra
+
+    standbys = _vars(pg_host).get("postgresql_standby_hosts") or []
+    if not standbys:
+        pytest.skip("no standby in this inventory (postgresql_standby_hosts)")
+    backend = pg_host.backend
+    return testinfra.get_host(
+        f"ansible://{standbys[0]}",
+        ansible_inventory=backend.ansible_inventory,
+        ssh_config=backend.ssh_config,
+    )
+
+
+def test_postgresql_standby_streams_what_the_primary_commits_and_is_read_only(pg_host, psql):
+    standby = _standby_host(pg_host)
+    port = int(_vars(pg_host).get("postgresql_port_base", 5432))
+
+    def on_standby(statement: str):
+        quoted = shlex.quote(statement)
+        return standby.run(
+            f"cd / && sudo -n -u postgres psql -X -At -p {port} -d sluice -c {quoted}"
+        )
+
+    assert on_standby("SELECT status FROM pg_stat_wal_receiver").stdout.strip() == "streaming"
+    table = f"sluice_test_{uuid.uuid4().hex[:8]}"
+    writer = psql("sluice_writer")
+    made = writer(
+        f"CREATE TABLE {table} (id int); INSERT INTO {table} SELECT generate_series(1, 500)"
+    )
+    assert made.rc == 0, made.stderr
+    try:
+        lsn = psql("monitoring")("SELECT pg_current_wal_lsn()").stdout.strip()
+        caught_up = on_standby(
+            f"DO $$ BEGIN FOR i IN 1..100 LOOP EXIT WHEN pg_last_wal_replay_lsn() >= '{lsn}'; "
+            "PERFORM pg_sleep(0.1); END LOOP; END $$; "
+            f"SELECT pg_is_in_recovery(), (SELECT count(*) FROM {table})"
+        )
+        assert caught_up.stdout.strip().splitlines()[-1] == "t|500", caught_up.stderr
+        refused = on_standby(f"INSERT INTO {table} VALUES (501)")
+        assert refused.rc != 0 and "read-only transaction" in refused.stderr, refused.stderr
+        slots = psql("monitoring")(
+            "SELECT string_agg(slot_name || ':' || active, ',') FROM pg_replication_slots"
+        ).stdout.strip()
+        assert f"standby_{standby.backend.get_hostname()}:true" in slots.split(","), slots
+    finally:
+        writer(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_postgresql_backup_restores_into_a_scratch_cluster_with_the_same_rows(pg_host, psql):
+    """WAL reaches the repository, and the newest backup restores: the restore drill takes an
+    incremental backup, restores it into a scratch cluster and compares every table's rows."""
+    hostvars = _vars(pg_host)
+    version = hostvars.get("postgresql_version", VERSION_DEFAULT)
+    port = int(hostvars.get("postgresql_port_base", 5432))
+    stanza = f"{pg_host.backend.get_hostname()}-main"
+    as_postgres = "cd / && sudo -n -u postgres "
+    archived = pg_host.run(as_postgres + f"pgbackrest --stanza={stanza} check")
+    assert archived.rc == 0, archived.stderr
+    table = f"sluice_test_{uuid.uuid4().hex[:8]}"
+    writer = psql("sluice_writer")
+    made = writer(
+        f"CREATE TABLE {table} (id int); INSERT INTO {table} SELECT generate_series(1, 4321)"
+    )
+    assert made.rc == 0, made.stderr
+    try:
+        drill = pg_host.run(
+            as_postgres + f"sluice-pg-restore-drill --stanza={stanza} --port={port} "
+            f"--bin-dir=/usr/lib/postgresql/{version}/bin"
+        )
+        report = json.loads(drill.stdout)
+        assert drill.rc == 0 and report["ok"], drill.stdout + drill.stderr
+        assert report["tables"][f"public.{table}"] == {"live": 4321, "restored": 4321}
+    finally:
+        writer(f"DROP TABLE IF EXISTS {table}")
+    timers = pg_host.check_output(
+        "systemctl is-enabled "
+        + " ".join(f"pgbackrest-{kind}@{stanza}.timer" for kind in ("full", "diff"))
+    )
+    assert timers.split() == ["enabled", "enabled"]

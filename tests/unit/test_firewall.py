@@ -59,6 +59,22 @@ def test_sources_default_to_every_inventory_host_and_add_cidrs():
     assert rule["proto"] == "tcp"
 
 
+def test_hosts_and_source_hosts_place_a_service_without_a_group():
+    standby = {"name": "pg_standby", "hosts": ["app"], "ports": [5432], "source_hosts": ["db"]}
+    assert firewall_rules([standby], GROUPS, ADDRESSES, "db") == []
+    (rule,) = firewall_rules([standby], GROUPS, ADDRESSES, "app")
+    assert rule["sources"] == ["10.77.0.10"]
+    both = dict(standby, sources=["monitoring"])
+    (rule,) = firewall_rules([both], GROUPS, ADDRESSES, "app")
+    assert rule["sources"] == ["10.77.0.10", "10.77.0.11"]
+
+
+def test_no_hosts_open_nothing():
+    empty = {"name": "pg_standby", "hosts": [], "ports": [5432], "source_hosts": []}
+    assert service_problems([empty]) == []
+    assert firewall_rules([empty], GROUPS, ADDRESSES, "app") == []
+
+
 def test_rules_are_sorted_by_port_and_sources_numerically_deduplicated():
     addresses = {**ADDRESSES, "app": "10.77.0.9"}
     services = [
@@ -116,7 +132,11 @@ def test_hostname_instead_of_address_is_an_error():
         ({"name": "x", "group": "all", "ports": []}, "needs 'ports'"),
         ({"name": "x", "group": "all", "ports": [1], "proto": "sctp"}, "proto 'sctp'"),
         ({"name": "x", "group": "all", "ports": [1], "source": ["all"]}, "unknown keys ['source']"),
-        ({"name": "x", "ports": [1]}, "needs 'group'"),
+        ({"name": "x", "ports": [1]}, "needs exactly one of 'group'"),
+        ({"name": "x", "group": "all", "hosts": ["db"], "ports": [1]}, "exactly one of 'group'"),
+        ({"name": "x", "group": "", "ports": [1]}, "needs 'group'"),
+        ({"name": "x", "hosts": "app", "ports": [1]}, "'hosts' must be a list"),
+        ({"name": "x", "hosts": ["app"], "ports": [1], "source_hosts": [""]}, "'source_hosts'"),
         ({"name": "x", "group": "all", "ports": [1], "sources": "all"}, "list of inventory group"),
         (
             {"name": "x", "group": "all", "ports": [1], "source_cidrs": ["10.0.0.5/24"]},

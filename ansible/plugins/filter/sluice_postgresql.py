@@ -74,6 +74,14 @@ def sluice_pg_conf_lines(settings: Mapping[str, Any]) -> list[str]:
     return topology.conf_lines(settings)
 
 
+def sluice_pg_standby_minimums(
+    settings: Mapping[str, Any], primary: Mapping[str, Any]
+) -> dict[str, Any]:
+    """settings | sluice_pg_standby_minimums(primary_settings): what a hot standby needs at least
+    as high as its primary, raised."""
+    return topology.standby_minimums(settings, primary)
+
+
 @_filter_errors
 def sluice_pg_hba_lines(
     cluster: Mapping[str, Any],
@@ -97,5 +105,6 @@ class FilterModule:
             "sluice_pg_memory_problems": sluice_pg_memory_problems,
             "sluice_pg_preload": sluice_pg_preload,
             "sluice_pg_conf_lines": sluice_pg_conf_lines,
+            "sluice_pg_standby_minimums": sluice_pg_standby_minimums,
             "sluice_pg_hba_lines": sluice_pg_hba_lines,
         }

@@ -13,6 +13,8 @@ description:
     verifier computed here, so the clear text never reaches the server or its logs.
   - Creates missing databases (with their owner), missing extensions (in their schema), and
     runs each grant whose check query does not already return true.
+  - Creates missing physical replication slots (one per standby). A physical slot no standby
+    claims is never dropped but reported as a warning, since it keeps WAL until it is dropped.
   - Never drops anything. Check mode reports what would change.
 options:
   port: {type: int, required: true}
@@ -29,6 +31,11 @@ options:
     elements: dict
     default: []
     description: "[{database, check: query returning true when done, sql}]"
+  replication_slots:
+    type: list
+    elements: str
+    default: []
+    description: Physical replication slots that must exist (the standbys' primary_slot_name).
 requirements: [psycopg2]
 author: Sluice
 """
@@ -201,6 +208,21 @@ def ensure_grants(db: Cluster, grants: list[dict], check: bool, changes: list[st
             db.run(grant["sql"], database=database)
 
 
+def ensure_slots(db: Cluster, slots: list[str], check: bool, changes: list[str]) -> list[str]:
+    """Create the missing physical slots; return the physical slots nobody asked for."""
+    existing = db.value(
+        "SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') "
+        "FROM pg_replication_slots WHERE slot_type = 'physical'"
+    )
+    for slot in slots:
+        if slot in existing:
+            continue
+        changes.append(f"create replication slot {slot}")
+        if not check:
+            db.run("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+    return [slot for slot in existing if slot not in slots]
+
+
 def _database_exists(db: Cluster, name: str) -> bool:
     return bool(db.value("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
 
@@ -214,6 +236,7 @@ def main() -> None:
             "databases": {"type": "list", "elements": "dict", "default": []},
             "extensions": {"type": "list", "elements": "dict", "default": []},
             "grants": {"type": "list", "elements": "dict", "default": []},
+            "replication_slots": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -229,6 +252,12 @@ def main() -> None:
         ensure_databases(db, params["databases"], check, changes)
         ensure_extensions(db, params["extensions"], check, changes)
         ensure_grants(db, params["grants"], check, changes)
+        for slot in ensure_slots(db, params["replication_slots"], check, changes):
+            module.warn(
+                f"physical replication slot {slot} on port {params['port']} serves no standby "
+                "of the inventory and keeps WAL until it is dropped: if its standby is gone, "
+                f"run SELECT pg_drop_replication_slot('{slot}') as postgres"
+            )
     except psycopg2.Error as err:
         module.fail_json(
             msg=f"PostgreSQL on port {params['port']}: {str(err).strip()}", changes=changes
