@@ -89,13 +89,14 @@ RESERVED_SETTINGS = {
 }
 
 #: Settings a hot standby needs at least as high as its primary's, or it stops replaying.
-HOT_STANDBY_MINIMUMS = (
-    "max_connections",
-    "max_worker_processes",
-    "max_wal_senders",
-    "max_prepared_transactions",
-    "max_locks_per_transaction",
-)
+HOT_STANDBY_MINIMUMS = {
+    # setting: PostgreSQL's default, what a cluster runs when its conf does not set it
+    "max_connections": 100,
+    "max_worker_processes": 8,
+    "max_wal_senders": 10,
+    "max_prepared_transactions": 0,
+    "max_locks_per_transaction": 64,
+}
 
 _SLOT_INVALID = re.compile(r"[^a-z0-9_]")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|MB|GB|TB)?\s*$")
@@ -544,11 +545,12 @@ def memory_settings(
 def standby_minimums(own: Mapping[str, Any], primary: Mapping[str, Any]) -> dict[str, Any]:
     """A standby's settings (``own``) with the ones a hot standby needs at least as high as
     its primary's (max_connections, max_worker_processes, ...) raised to ``primary``'s:
-    otherwise the standby stops replaying WAL."""
+    otherwise the standby stops replaying WAL. A setting ``own`` leaves out counts as
+    PostgreSQL's default, so a primary running the default adds nothing."""
     result = dict(own)
-    for key in HOT_STANDBY_MINIMUMS:
+    for key, default in HOT_STANDBY_MINIMUMS.items():
         theirs, mine = whole_number(primary.get(key)), whole_number(own.get(key))
-        if theirs is not None and (mine is None or mine < theirs):
+        if theirs is not None and theirs > (default if mine is None else mine):
             result[key] = str(theirs)
     return result
 

@@ -366,6 +366,15 @@ def test_a_standby_is_a_hot_standby_that_keeps_up_with_its_primary():
     assert standby_minimums({"max_worker_processes": "20"}, primary)["max_worker_processes"] == "20"
 
 
+def test_a_primary_running_the_defaults_adds_nothing_to_its_standby():
+    """The running primary reports every setting; those at PostgreSQL's default must not
+    appear in the standby's file (the second run would change it)."""
+    running = {"max_prepared_transactions": "0", "max_locks_per_transaction": "64"}
+    assert standby_minimums({"max_connections": "100"}, running) == {"max_connections": "100"}
+    raised = standby_minimums({}, {"max_locks_per_transaction": "128"})
+    assert raised == {"max_locks_per_transaction": "128"}
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
