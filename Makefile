@@ -13,7 +13,8 @@ export SLUICE_CACHE_DIR ?= /var/cache/sluice
 
 # Host packages the lab needs (Debian 12).
 HOST_PACKAGES := systemd-container debootstrap nftables apt-cacher-ng iproute2 \
-	openssh-client python3-venv git curl ca-certificates redis-server lua5.1
+	openssh-client python3-venv git curl ca-certificates redis-server lua5.1 \
+	maven openjdk-17-jre-headless
 # Installed for the tests and checks only: their services must not run on the host.
 HOST_SERVICES_OFF := apt-cacher-ng redis-server
 
@@ -54,10 +55,11 @@ host-deps: ## Install the host's apt packages and the .venv (idempotent)
 
 venv: $(VENV)/.installed ## The controller's Python tooling (requirements.txt + sluice_infra)
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml app/pyproject.toml
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip install -q -e 'app[candidates,test]'
 	@touch $@
 
 lab-up: venv ## Create or adopt the lab machines and start them
@@ -104,8 +106,9 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile)
 docs: venv ## Regenerate docs/variables.md from the roles' defaults comments
 	python -m sluice_infra.docs
 
-test-unit: venv ## Unit tests: seconds, no machines
+test-unit: venv ## Unit tests: seconds, no machines (the ops tooling, then the service in app/)
 	pytest -q tests/unit
+	cd app && pytest -q tests/unit
 
 test-molecule: host-deps lab-vault ## molecule scenarios on the lab machines
 	molecule test --all

@@ -1,0 +1,126 @@
+"""The ``sluice`` command: the API (``serve``), the processor (``process``), the schema
+(``migrate``) and per-tenant API keys (``keys``). Every command reads its settings from the
+``SLUICE_*`` environment (:mod:`sluice.config`), which the ``sluice`` role writes into env files;
+nothing secret is ever an argument."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sluice import __version__
+
+if TYPE_CHECKING:
+    from sluice.config import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: the process's arguments); the exit status."""
+    parser = argparse.ArgumentParser(prog="sluice", description="Sluice CloudEvents ingest.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("version", help="print the Sluice version").set_defaults(run=_version)
+
+    serve = commands.add_parser("serve", help="run one API instance (SLUICE_BIND_HOST/PORT)")
+    serve.add_argument("--port", type=int, help="overrides SLUICE_BIND_PORT")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser("process", help="run one processor (consumer group member)").set_defaults(
+        run=_process
+    )
+
+    migrate = commands.add_parser("migrate", help="bring the schema up to date (as the writer)")
+    migrate.add_argument("--premake", type=int, default=7, help="days of partitions made ahead")
+    migrate.set_defaults(run=_migrate)
+
+    keys = commands.add_parser("keys", help="create and revoke per-tenant API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    new = key_commands.add_parser("new", help="create a key; printed once, stored hashed")
+    new.add_argument("--tenant", required=True)
+    new.set_defaults(run=_keys_new)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--tenant", help="refuse unless the key belongs to this tenant")
+    revoke.set_defaults(run=_keys_revoke)
+
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(arguments.run(arguments) or 0)
+    except (ValueError, RuntimeError) as err:  # settings, migrations, keys: named problems
+        print(f"sluice {arguments.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _settings() -> Settings:
+    """The settings from the environment; imported here so `sluice version` loads nothing."""
+    from sluice.config import Settings
+
+    return Settings.from_env()
+
+
+def _version(_arguments: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    from sluice.server import serve
+
+    settings = _settings()
+    return serve(settings, port=arguments.port)
+
+
+def _process(_arguments: argparse.Namespace) -> int:
+    from sluice.service import run_processor
+
+    return run_processor(_settings())
+
+
+def _migrate(arguments: argparse.Namespace) -> int:
+    from sluice.migrate import run
+
+    report = run(_settings().postgres.writer_dsn, premake=arguments.premake)
+    print(report.summary())
+    # a machine-readable last line for the role's changed_when
+    print(json.dumps({"changed": report.changed}))
+    return 0
+
+
+def _keys_new(arguments: argparse.Namespace) -> int:
+    from sluice.apikeys import new_key
+    from sluice.store import PgKeyStore, open_pool
+
+    async def create() -> str:
+        presented, stored = new_key(arguments.tenant)
+        pool = await open_pool(_settings().postgres.writer_dsn, timeout=30.0)
+        try:
+            await PgKeyStore(pool).create(stored)
+        finally:
+            await pool.close()
+        print(f"key id {stored.key_id} for tenant {stored.tenant} (shown once):", file=sys.stderr)
+        return presented
+
+    print(asyncio.run(create()))
+    return 0
+
+
+def _keys_revoke(arguments: argparse.Namespace) -> int:
+    from sluice.store import PgKeyStore, open_pool
+
+    async def revoke() -> bool:
+        pool = await open_pool(_settings().postgres.writer_dsn, timeout=30.0)
+        try:
+            return await PgKeyStore(pool).revoke(arguments.key_id, tenant=arguments.tenant)
+        finally:
+            await pool.close()
+
+    if not asyncio.run(revoke()):
+        print(f"sluice keys revoke: no active key {arguments.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {arguments.key_id}")
+    return 0

@@ -1,0 +1,223 @@
+"""Kafka adapters over confluent-kafka (librdkafka), the client docs/decisions/kafka-client.md
+chose by measurement: the API's :class:`sluice.ports.EventSink` (asyncio) and the processor's
+consumer and producer (synchronous).
+
+Every producer is idempotent with ``acks=all`` and lz4, and partitions by ``murmur2_random``,
+the Java clients' partitioner, so a tenant's events land on the same partition whichever client
+wrote them: per-tenant order holds across the API instances and the operations tooling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Producer as RdProducer
+from confluent_kafka import TopicPartition as RdTopicPartition
+
+from sluice.cloudevents import Event
+from sluice.config import KafkaSettings
+from sluice.errors import Unavailable
+from sluice.processor import ConsumedRecord, Headers, TopicPartition
+
+#: How often the API's delivery thread serves librdkafka's callbacks.
+POLL_SECONDS = 0.05
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The connection settings every client shares (librdkafka names)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": ",".join(settings.bootstrap_servers),
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        config |= {
+            "sasl.mechanism": settings.sasl_mechanism,
+            "sasl.username": settings.sasl_username,
+            "sasl.password": settings.sasl_password,
+        }
+    if settings.ca_file is not None:
+        config["ssl.ca.location"] = str(settings.ca_file)
+    return config
+
+
+def producer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
+    """An idempotent, acks=all producer; a record is given up on after
+    ``produce_timeout_seconds`` (the API has answered 503 by then)."""
+    timeout_ms = max(1000, int(settings.produce_timeout_seconds * 1000))
+    return client_config(settings) | {
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.size": 65536,
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": timeout_ms,
+        "request.timeout.ms": min(timeout_ms, 30000),
+        **extra,
+    }
+
+
+class KafkaSink:
+    """:class:`sluice.ports.EventSink`: produce on the event loop (it only enqueues), while a
+    thread serves librdkafka's delivery reports and resolves each request's futures back on
+    the loop. Requests that arrive together share record batches (linger.ms)."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.producer = RdProducer(producer_config(settings))
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Deliver what is queued (bounded by the produce timeout), then stop the thread."""
+        await asyncio.to_thread(self.producer.flush, self.settings.produce_timeout_seconds)
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join, 5)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self.producer.poll(POLL_SECONDS)
+
+    async def send(self, tenant: str, events: Sequence[Event]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+
+        def report(future: asyncio.Future[None]) -> Any:
+            def delivered(error: KafkaError | None, _message: Message) -> None:
+                loop.call_soon_threadsafe(_settle, future, error)
+
+            return delivered
+
+        key = tenant.encode()
+        for event in events:
+            future: asyncio.Future[None] = loop.create_future()
+            try:
+                self.producer.produce(
+                    self.settings.topic,
+                    value=event.to_json_bytes(),
+                    key=key,
+                    on_delivery=report(future),
+                )
+            except BufferError as err:
+                raise Unavailable(
+                    "Kafka's send queue is full", retry_after=_retry(self.settings)
+                ) from err
+            except KafkaException as err:
+                raise Unavailable(f"Kafka: {err}", retry_after=_retry(self.settings)) from err
+            futures.append(future)
+        await asyncio.gather(*futures)
+
+    async def ping(self) -> bool:
+        """Whether a broker answers a metadata request for the topic."""
+        try:
+            await asyncio.to_thread(self.producer.list_topics, self.settings.topic, timeout=2.0)
+        except KafkaException:
+            return False
+        return True
+
+
+def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+    if future.done():  # the request was cancelled at its deadline
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(Unavailable(f"Kafka: {error.str()}", retry_after=1))
+
+
+def _retry(settings: KafkaSettings) -> int:
+    return max(1, int(settings.produce_timeout_seconds))
+
+
+class KafkaConsumer:
+    """:class:`sluice.processor.Consumer` on ``events.raw``: a member of the group
+    ``sluice-processor`` with automatic commits off (the processor commits after PostgreSQL
+    and Redis succeeded)."""
+
+    def __init__(self, settings: KafkaSettings, group: str, topics: Sequence[str]) -> None:
+        self.consumer = RdConsumer(
+            client_config(settings)
+            | {
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "max.poll.interval.ms": 600000,
+            }
+        )
+        self.consumer.subscribe(list(topics))
+
+    def poll_batch(self, max_records: int, timeout: float) -> list[ConsumedRecord]:
+        records: list[ConsumedRecord] = []
+        for message in self.consumer.consume(num_messages=max_records, timeout=timeout):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            _kind, timestamp = message.timestamp()
+            records.append(
+                ConsumedRecord(
+                    topic=message.topic(),
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    key=message.key(),
+                    value=message.value(),
+                    timestamp=timestamp,
+                    headers=tuple(message.headers() or ()),
+                )
+            )
+        return records
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.consumer.commit(
+            offsets=[
+                RdTopicPartition(tp.topic, tp.partition, next_) for tp, next_ in offsets.items()
+            ],
+            asynchronous=False,
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaProducer:
+    """:class:`sluice.processor.Producer` for the derived topics and the DLQ: records are
+    queued by :meth:`produce` and confirmed, all of them, by :meth:`flush`."""
+
+    def __init__(self, settings: KafkaSettings, flush_timeout: float = 30.0) -> None:
+        self.flush_timeout = flush_timeout
+        self.producer = RdProducer(producer_config(settings, **{"message.timeout.ms": 30000}))
+        self._errors: list[str] = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                self._errors.append(f"{topic}: {error.str()}")
+
+        self.producer.produce(
+            topic, value=value, key=key, headers=list(headers), on_delivery=delivered
+        )
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        left = self.producer.flush(self.flush_timeout)
+        errors, self._errors = self._errors, []
+        if left or errors:
+            raise KafkaException(
+                f"{left} record(s) not delivered in {self.flush_timeout:.0f}s; "
+                + "; ".join(errors[:5])
+            )
+
+    def close(self) -> None:
+        self.producer.flush(self.flush_timeout)

@@ -1,0 +1,190 @@
+"""Redis Cluster adapters: the API's rate limiter, live counters and live feed (asyncio), and
+the processor's aggregator, alert store and publisher (synchronous, one process per
+processor).
+
+Every key and channel carries the tenant as its hash tag (``sluice:{<tenant>}:...``), so all
+of a tenant's keys live in one slot and each call lands on one node; redis-py's cluster
+pipeline then sends a batch as one round trip per node. The calls go through the Functions
+library ``sluice`` (ansible/roles/redis_cluster/files/sluice.lua) the redis_cluster role loads;
+the ACL user ``sluice`` may run exactly those functions and the commands listed in
+``redis_cluster_sluice_commands``.
+
+A Redis error or timeout in the API becomes :class:`sluice.errors.Unavailable` (503 with
+``Retry-After``); the processor lets it propagate, and retries the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio.cluster as async_cluster
+import redis.cluster as sync_cluster
+from redis.cluster import ClusterNode
+
+from sluice.aggregates import MINUTE, Increment, bucket_key
+from sluice.config import RedisSettings
+from sluice.errors import Unavailable
+from sluice.ports import RateLimitDecision
+from sluice.processor import Message, StoredValue, stream_channel
+
+#: How long the API waits for Redis before answering 503.
+API_TIMEOUT_SECONDS = 2.0
+RETRY_AFTER_SECONDS = 5
+RATE_LIMIT_FUNCTION = "sluice_rate_limit"
+AGGREGATES_READ_FUNCTION = "sluice_aggregates_read"
+
+
+def _nodes(settings: RedisSettings) -> list[tuple[str, int]]:
+    return [(host, int(port)) for host, port in settings.startup_nodes]
+
+
+def rate_limit_keys(tenant: str) -> tuple[str, str]:
+    """The sliding-log window and its sequence counter, in the tenant's slot."""
+    return f"sluice:{{{tenant}}}:rl", f"sluice:{{{tenant}}}:rl:seq"
+
+
+def minute_starts(now: datetime, minutes: int) -> list[datetime]:
+    """The starts of the last ``minutes`` minutes up to ``now``, oldest first; the last is the
+    current minute, still counting (live counters)."""
+    current = now.astimezone(UTC).replace(second=0, microsecond=0)
+    return [current - timedelta(minutes=n) for n in range(minutes - 1, -1, -1)]
+
+
+def fold_minutes(starts: Sequence[datetime], replies: Sequence[Any]) -> dict[str, Any]:
+    """``sluice_aggregates_read`` replies (flat field/count arrays, one per minute) as the
+    API's aggregates document."""
+    document: dict[str, Any] = {"minutes": [], "totals": {}, "total": 0}
+    for start, reply in zip(starts, replies, strict=True):
+        fields = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+        counts = {fields[i]: int(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+        total = counts.pop("_total", 0)
+        document["minutes"].append(
+            {"minute": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "total": total, "counts": counts}
+        )
+        document["total"] += total
+        for event_type, count in counts.items():
+            document["totals"][event_type] = document["totals"].get(event_type, 0) + count
+    return document
+
+
+class RedisApi:
+    """The API's side: :class:`~sluice.ports.RateLimiter`, the Redis part of
+    :class:`~sluice.ports.EventQuery` (``aggregates``), :class:`~sluice.ports.LiveFeed` and a
+    reachability check."""
+
+    def __init__(self, settings: RedisSettings, limit: int, window_seconds: int) -> None:
+        self.limit, self.window_ms = limit, window_seconds * 1000
+        self.client = async_cluster.RedisCluster(
+            startup_nodes=[async_cluster.ClusterNode(h, p) for h, p in _nodes(settings)],
+            username=settings.username,
+            password=settings.password,
+            socket_timeout=API_TIMEOUT_SECONDS,
+            socket_connect_timeout=API_TIMEOUT_SECONDS,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def check(self, tenant: str) -> RateLimitDecision:
+        window, seq = rate_limit_keys(tenant)
+        try:
+            allowed, remaining, retry_ms = await self.client.fcall(
+                RATE_LIMIT_FUNCTION, 2, window, seq, str(self.limit), str(self.window_ms)
+            )
+        except (redis.RedisError, OSError, TimeoutError) as err:
+            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+        return RateLimitDecision(bool(allowed), int(remaining), int(retry_ms) / 1000)
+
+    async def aggregates(self, tenant: str, minutes: int) -> dict[str, Any]:
+        starts = minute_starts(datetime.now(UTC), minutes)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in starts:
+                pipe.fcall_ro(AGGREGATES_READ_FUNCTION, 1, bucket_key(tenant, MINUTE, start))
+            replies = await pipe.execute()
+        except (redis.RedisError, OSError, TimeoutError) as err:
+            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+        return fold_minutes(starts, replies)
+
+    async def subscribe(self, tenant: str, types: frozenset[str]) -> AsyncIterator[bytes]:
+        pubsub = self.client.pubsub()
+        channel = stream_channel(tenant)
+        try:
+            await pubsub.ssubscribe(channel)
+            while True:
+                message = await pubsub.get_sharded_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+                if message is None or message.get("type") != "smessage":
+                    continue
+                payload = message["data"]
+                if types and json.loads(payload).get("type") not in types:
+                    continue
+                yield payload
+        except (redis.RedisError, OSError) as err:
+            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await pubsub.sunsubscribe(channel)
+            await pubsub.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), API_TIMEOUT_SECONDS))
+        except (redis.RedisError, OSError, TimeoutError):
+            return False
+
+
+class RedisProcessor:
+    """The processor's side: :class:`~sluice.processor.Aggregator`,
+    :class:`~sluice.processor.AlertStore` and :class:`~sluice.processor.Publisher`, each one
+    cluster pipeline per batch (one round trip per node)."""
+
+    def __init__(self, settings: RedisSettings, timeout: float = 10.0) -> None:
+        self.client = sync_cluster.RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in _nodes(settings)],
+            username=settings.username,
+            password=settings.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _run(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if not calls:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*call)
+        return list(pipe.execute(raise_on_error=True))
+
+    def apply(self, increments: Sequence[Increment]) -> Sequence[int]:
+        replies = self._run([("FCALL", *i.fcall_args()) for i in increments])
+        return [int(reply) for reply in replies]
+
+    def store(self, values: Sequence[StoredValue]) -> None:
+        """Each alert joins its key's sorted set, scored by the time it was stored; alerts
+        older than the TTL are trimmed and an idle key expires. The ``sluice`` user may not
+        SET (its writes are the Functions library's and these), so the latest alert is the
+        highest-scored member: ``ZRANGE key -1 -1``."""
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        calls: list[tuple[Any, ...]] = []
+        for offset, v in enumerate(values):
+            ttl_ms = v.ttl_seconds * 1000
+            calls += [
+                ("ZADD", v.key, now_ms + offset, v.value),
+                ("ZREMRANGEBYSCORE", v.key, "-inf", now_ms - ttl_ms),
+                ("PEXPIRE", v.key, ttl_ms),
+            ]
+        self._run(calls)
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        self._run([("SPUBLISH", m.channel, m.payload) for m in messages])

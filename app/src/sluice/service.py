@@ -1,0 +1,151 @@
+"""Wiring: the API (``sluice serve``) and the processor (``sluice process``) over the real
+adapters, from one :class:`sluice.config.Settings`.
+
+The API's dependencies are opened inside the server's event loop (Starlette's lifespan) and
+closed there; a dependency that is down at start leaves the instance running and not ready
+(``/readyz`` 503), so HAProxy keeps it out of rotation until it is. The processor is a plain
+synchronous process: its PostgreSQL writes go through the same :class:`sluice.store.EventStore`
+as the API's reads, driven by a private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from starlette.applications import Starlette
+
+from sluice import store
+from sluice.api import Metrics, create_app
+from sluice.config import Settings
+from sluice.enrich import Enricher
+from sluice.kafka_io import KafkaConsumer, KafkaProducer, KafkaSink
+from sluice.processor import Processor, ProcessorConfig, stop_on_signals
+from sluice.queries import StoreQuery
+from sluice.redis_io import RedisApi, RedisProcessor
+
+log = logging.getLogger("sluice.service")
+
+#: The consumer group of every processor.
+PROCESSOR_GROUP = "sluice-processor"
+
+
+class ServiceHealth:
+    """:class:`sluice.ports.Health`: each dependency answered just now, or not."""
+
+    def __init__(self, sink: KafkaSink, redis: RedisApi, events: store.EventStore) -> None:
+        self.sink, self.redis, self.events = sink, redis, events
+
+    async def check(self) -> dict[str, bool]:
+        async def postgresql() -> bool:
+            try:
+                await asyncio.wait_for(self.events.ping(), 2.0)
+            except Exception:  # any failure means not reachable
+                return False
+            return True
+
+        kafka, redis, pg = await asyncio.gather(self.sink.ping(), self.redis.ping(), postgresql())
+        return {"kafka": kafka, "redis": redis, "postgresql": pg}
+
+
+class _LazyPool:
+    """The reader pool, opened in the lifespan (psycopg's async pool needs a running loop)."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        return self.pool.connection(*args, **kwargs)
+
+
+def build_api(settings: Settings) -> Starlette:
+    """The API application with its adapters; they open and close with the server."""
+    sink = KafkaSink(settings.kafka)
+    redis = RedisApi(
+        settings.redis, settings.rate_limit_requests, settings.rate_limit_window_seconds
+    )
+    pool = _LazyPool()
+    events = store.EventStore(pool)  # type: ignore[arg-type]
+    app = create_app(
+        settings,
+        sink,
+        redis,
+        store.PgKeyStore(pool),  # type: ignore[arg-type]
+        StoreQuery(events, redis),
+        redis,
+        ServiceHealth(sink, redis, events),
+        Metrics(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        pool.pool = await store.open_pool(settings.postgres.reader_dsn, max_size=8)
+        sink.start()
+        log.info("sluice api ready to serve on %s:%s", settings.bind_host, settings.bind_port)
+        try:
+            yield
+        finally:
+            await sink.close()
+            await redis.close()
+            await pool.pool.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+class SyncEventWriter:
+    """:class:`sluice.processor.EventWriter` over :class:`sluice.store.EventStore`, for the
+    synchronous processor: one private event loop, one writer pool."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._runner = asyncio.Runner()
+        self._pool = self._runner.run(store.open_pool(conninfo, max_size=2, timeout=30.0))
+        self.events = store.EventStore(self._pool)
+
+    def insert_event_keys(self, rows: Sequence[store.EventRow]) -> Collection[store.RowKey]:
+        return self._runner.run(self.events.insert_event_keys(rows))
+
+    def customers(self, tenant: str, ids: Collection[str]) -> Mapping[str, Mapping[str, Any]]:
+        found = self._runner.run(self.events.customers(tenant, ids))
+        return {
+            customer_id: {
+                key: value.isoformat() if hasattr(value, "isoformat") else value
+                for key, value in asdict(customer).items()
+            }
+            for customer_id, customer in found.items()
+        }
+
+    def close(self) -> None:
+        self._runner.run(self._pool.close())
+        self._runner.close()
+
+
+def run_processor(settings: Settings, config: ProcessorConfig | None = None) -> int:
+    """``sluice process``: consume ``events.raw`` until SIGTERM; 0 after a clean stop."""
+    config = config or ProcessorConfig()
+    writer = SyncEventWriter(settings.postgres.writer_dsn)
+    redis = RedisProcessor(settings.redis)
+    producer = KafkaProducer(settings.kafka)
+    consumer = KafkaConsumer(settings.kafka, PROCESSOR_GROUP, [config.topics.raw])
+    processor = Processor(
+        consumer,
+        writer,
+        redis,
+        redis,
+        redis,
+        producer,
+        Enricher(writer.customers),
+        config=config,
+    )
+    stop_on_signals(processor, (signal.SIGTERM, signal.SIGINT))
+    try:
+        return processor.run()
+    finally:
+        producer.close()
+        redis.close()
+        writer.close()

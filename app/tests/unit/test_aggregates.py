@@ -1,0 +1,240 @@
+"""Aggregates: which bucket an event lands in, the Redis key names and slots the Functions
+library needs, and the ``events.aggregated`` records built from Redis's totals."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sluice.aggregates import (
+    DEFAULT_TTL_SECONDS,
+    FIVE_MINUTES,
+    HOUR,
+    MINUTE,
+    Increment,
+    WindowCount,
+    bucket_key,
+    build_increments,
+    check_event_type,
+    check_ttl,
+    group_by_node,
+    group_by_slot,
+    key_slot,
+    window_counts,
+)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize(
+    ("moment", "minute", "five", "hour"),
+    [
+        ("2026-11-26T23:04:59.999999Z", "23:04", "23:00", "23:00"),
+        ("2026-11-26T23:05:00Z", "23:05", "23:05", "23:00"),
+        ("2026-11-26T23:59:59Z", "23:59", "23:55", "23:00"),
+        ("2026-11-27T00:00:00Z", "00:00", "00:00", "00:00"),
+    ],
+)
+def test_windows_are_tumbling_and_aligned_to_utc(
+    moment: str, minute: str, five: str, hour: str
+) -> None:
+    starts = [window.start(at(moment)).strftime("%H:%M") for window in (MINUTE, FIVE_MINUTES, HOUR)]
+
+    assert starts == [minute, five, hour]
+
+
+def test_a_window_start_is_in_utc_whatever_the_events_offset() -> None:
+    moment = datetime(2026, 11, 27, 0, 31, 10, tzinfo=timezone(timedelta(hours=2)))
+
+    assert MINUTE.start(moment) == datetime(2026, 11, 26, 22, 31, tzinfo=UTC)
+    assert HOUR.start(moment) == datetime(2026, 11, 26, 22, 0, tzinfo=UTC)
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        MINUTE.start(datetime(2026, 11, 26, 23, 1))
+
+
+def test_bucket_keys_are_the_ones_sluice_lua_documents() -> None:
+    start = datetime(2026, 11, 26, 23, 1, tzinfo=UTC)
+
+    assert bucket_key("t1", MINUTE, start) == "sluice:{t1}:agg:202611262301"
+    assert bucket_key("t1", FIVE_MINUTES, start) == "sluice:{t1}:agg5m:202611262301"
+    assert bucket_key("t1", HOUR, start) == "sluice:{t1}:agg1h:202611262301"
+
+
+@pytest.mark.parametrize(
+    ("key", "slot"),
+    [
+        # The cluster specification's CRC16 check value (0x31C3) and hash-tag examples.
+        ("123456789", 12739),
+        ("foo", 12182),
+        ("bar", 5061),
+        ("foo{bar}{zap}", 5061),
+        ("foo{}{bar}", 8363),
+        ("foo{{bar}}zap", 4015),
+    ],
+)
+def test_key_slot_follows_the_cluster_specification(key: str, slot: int) -> None:
+    assert key_slot(key) == slot
+
+
+def test_every_bucket_of_a_tenant_is_in_the_slot_of_its_hash_tag() -> None:
+    increments = build_increments(
+        [
+            ("acme", "order.created", at("2026-11-26T23:01:00Z")),
+            ("acme", "order.paid", at("2026-11-27T09:59:00Z")),
+        ]
+    )
+
+    assert {increment.key.split(":")[1] for increment in increments} == {"{acme}"}
+    assert {increment.slot for increment in increments} == {key_slot("acme")}
+    assert key_slot("acme") != key_slot("globex")
+
+
+def test_increments_count_each_event_once_per_window() -> None:
+    events = [
+        ("acme", "order.created", at("2026-11-26T23:01:10Z")),
+        ("acme", "order.created", at("2026-11-26T23:01:50Z")),
+        ("acme", "order.created", at("2026-11-26T23:02:00Z")),
+        ("acme", "order.paid", at("2026-11-26T23:01:30Z")),
+        ("globex", "order.created", at("2026-11-26T23:01:30Z")),
+    ]
+
+    counts = {
+        (increment.key, increment.event_type): increment.count
+        for increment in build_increments(events)
+    }
+
+    assert counts == {
+        ("sluice:{acme}:agg:202611262301", "order.created"): 2,
+        ("sluice:{acme}:agg:202611262302", "order.created"): 1,
+        ("sluice:{acme}:agg:202611262301", "order.paid"): 1,
+        ("sluice:{acme}:agg5m:202611262300", "order.created"): 3,
+        ("sluice:{acme}:agg5m:202611262300", "order.paid"): 1,
+        ("sluice:{acme}:agg1h:202611262300", "order.created"): 3,
+        ("sluice:{acme}:agg1h:202611262300", "order.paid"): 1,
+        ("sluice:{globex}:agg:202611262301", "order.created"): 1,
+        ("sluice:{globex}:agg5m:202611262300", "order.created"): 1,
+        ("sluice:{globex}:agg1h:202611262300", "order.created"): 1,
+    }
+
+
+def test_increments_do_not_depend_on_the_order_of_events() -> None:
+    events = [
+        (tenant, kind, at("2026-11-26T23:00:00Z") + timedelta(seconds=37 * index))
+        for index, (tenant, kind) in enumerate(
+            [("acme", "a"), ("globex", "b"), ("acme", "b"), ("initech", "a")] * 30
+        )
+    ]
+    shuffled = events.copy()
+    random.Random(7).shuffle(shuffled)
+
+    assert build_increments(shuffled) == build_increments(events)
+
+
+def test_an_increment_is_the_fcall_sluice_lua_expects() -> None:
+    [increment] = [
+        increment
+        for increment in build_increments(
+            [("acme", "order.created", at("2026-11-26T23:01:00Z"))], ttl_seconds=7200
+        )
+        if increment.window == MINUTE
+    ]
+
+    assert increment.fcall_args() == (
+        "sluice_aggregate",
+        1,
+        "sluice:{acme}:agg:202611262301",
+        "order.created",
+        "1",
+        "7200",
+    )
+
+
+@pytest.mark.parametrize("ttl", [0, 3600, 59, True, 7200.5])
+def test_a_ttl_that_does_not_outlive_the_hour_window_is_refused(ttl: int) -> None:
+    with pytest.raises(ValueError, match="longer than the longest window"):
+        build_increments([], ttl_seconds=ttl)
+
+
+def test_the_default_ttl_is_valid() -> None:
+    assert check_ttl(DEFAULT_TTL_SECONDS) == DEFAULT_TTL_SECONDS
+
+
+@pytest.mark.parametrize("event_type", ["_total", ""])
+def test_types_sluice_lua_refuses_are_named(event_type: str) -> None:
+    assert check_event_type(event_type) is not None
+
+
+def test_ordinary_types_can_be_counted() -> None:
+    assert check_event_type("total") is None
+    assert check_event_type("_totals") is None
+
+
+def test_grouping_by_node_puts_each_tenant_on_the_node_of_its_slot() -> None:
+    tenants = [f"tenant-{index}" for index in range(40)]
+    increments = build_increments((tenant, "t", at("2026-11-26T23:01:00Z")) for tenant in tenants)
+
+    def node_for_slot(slot: int) -> str:
+        return ("a", "b", "c")[slot * 3 // 16384]
+
+    groups = group_by_node(increments, node_for_slot)
+
+    assert sum(len(group) for group in groups.values()) == len(increments)
+    for node, group in groups.items():
+        assert {node_for_slot(key_slot(increment.key)) for increment in group} == {node}
+    assert len(groups) == 3
+    assert sorted(group_by_slot(increments)) == sorted({key_slot(tenant) for tenant in tenants})
+
+
+def test_window_counts_carry_the_totals_redis_answered() -> None:
+    increments = build_increments(
+        [("acme", "order.created", at("2026-11-26T23:01:00Z"))] * 2,
+    )
+    totals = [10, 30, 2]  # running totals, as if earlier batches had counted into the windows
+
+    records = {record.window.name: record for record in window_counts(increments, totals)}
+
+    assert {name: record.count for name, record in records.items()} == {
+        increment.window.name: total for increment, total in zip(increments, totals, strict=True)
+    }
+    hour = records["1h"]
+    assert hour.key == b"acme|order.created|1h|2026-11-26T23:00:00Z"
+    assert json.loads(hour.to_json_bytes()) == {
+        "tenant": "acme",
+        "type": "order.created",
+        "window": "1h",
+        "start": "2026-11-26T23:00:00Z",
+        "end": "2026-11-27T00:00:00Z",
+        "count": hour.count,
+    }
+
+
+def test_window_counts_need_one_total_per_increment() -> None:
+    increments = build_increments([("acme", "a", at("2026-11-26T23:01:00Z"))])
+
+    with pytest.raises(ValueError, match="one total per increment"):
+        window_counts(increments, [1])
+
+
+def test_compaction_keys_of_different_windows_never_collide() -> None:
+    start = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
+    piped_type = WindowCount("acme", "a|b", MINUTE, start, 1)
+    piped_tenant = WindowCount("acme|a", "b", MINUTE, start, 1)
+
+    assert piped_type.key == b"acme|a%7Cb|1m|2026-11-26T23:00:00Z"
+    assert piped_type.key != piped_tenant.key
+    assert WindowCount("acme", "a%7Cb", MINUTE, start, 1).key != piped_type.key
+
+
+def test_an_increment_key_is_its_bucket() -> None:
+    start = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
+    increment = Increment("acme", "a", FIVE_MINUTES, start, 3, DEFAULT_TTL_SECONDS)
+
+    assert increment.key == bucket_key("acme", FIVE_MINUTES, start)
