@@ -60,6 +60,10 @@ def serve(settings: Settings, port: int | None = None) -> int:
         host=settings.bind_host,
         port=port or settings.bind_port,
         lifespan="on",
+        # what docs/decisions/http-server.md measured; named so a missing one fails at start
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
