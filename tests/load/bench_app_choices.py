@@ -14,6 +14,10 @@ first waits for the 1-minute load average to fall below a threshold; candidates 
 
     .venv/bin/python tests/load/bench_app_choices.py            # full run, ~1 hour
     .venv/bin/python tests/load/bench_app_choices.py --quick    # smoke run, reports to /tmp
+    .venv/bin/python tests/load/bench_app_choices.py --report-only --results RUN.json...
+
+Raw results go to /tmp/sluice-bench-app-choices.json as runs finish; --report-only renders the
+pages again from such files (several: their server runs are reported together, as series).
 
 Needs the `candidates` extra of app/pyproject.toml plus lz4 and cramjam (lz4 codecs of
 kafka-python and aiokafka), uvloop and httptools (the servers' fast paths).
@@ -685,6 +689,13 @@ class ServerResult:
     server_cpu_s: float
     broker_cpu_s: float
     records_in_topic: int = 0
+    series: int = 1
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Events accepted (the run's whole topic: warm-up, window and the last in flight) per
+        second of the server's CPU: what one instance does per core, whatever else ran."""
+        return self.records_in_topic / self.server_cpu_s if self.server_cpu_s else float("nan")
 
 
 def bench_servers(args: argparse.Namespace, kafka: LocalKafka, client: str) -> list[ServerResult]:
@@ -789,25 +800,39 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def of(rows: list[Any], key: str, name: str, concurrency: int, metric: str) -> float:
-    """The median of one metric over a candidate's runs at one concurrency."""
-    return median(
-        [
-            getattr(r, metric)
-            for r in rows
-            if getattr(r, key) == name and r.concurrency == concurrency
-        ]
-    )
+def counted(rows: list[Any], key: str, name: str, concurrency: int, threshold: float) -> list[Any]:
+    """The runs the medians (and the choice) use: a candidate's runs at one concurrency that
+    started below the load threshold, or all of them if none did."""
+    mine = [r for r in rows if getattr(r, key) == name and r.concurrency == concurrency]
+    return [r for r in mine if r.load_before < threshold] or mine
+
+
+def of(
+    rows: list[Any], key: str, name: str, concurrency: int, metric: str, threshold: float
+) -> float:
+    """The median of one metric over the counted runs of a candidate at one concurrency."""
+    return median([getattr(r, metric) for r in counted(rows, key, name, concurrency, threshold)])
+
+
+def fallback(rows: list[Any], key: str, name: str, concurrency: int, threshold: float) -> str:
+    """A mark for a candidate none of whose runs at this concurrency started below threshold."""
+    mine = [r for r in rows if getattr(r, key) == name and r.concurrency == concurrency]
+    return "" if any(r.load_before < threshold for r in mine) else " *"
 
 
 def pick(
-    rows: list[Any], key: str, candidates: list[str], metric: str, concurrency: int
+    rows: list[Any],
+    key: str,
+    candidates: list[str],
+    metric: str,
+    concurrency: int,
+    threshold: float,
 ) -> list[tuple[str, float, float]]:
-    """(candidate, median throughput, median p99) at one concurrency, best first: highest
-    median throughput, unless the next is within 10 %, then the lower median p99 of those."""
+    """(candidate, median throughput, median p99) at one concurrency over the counted runs, best
+    first: highest median throughput, unless the next is within 10 %, then the lower p99."""
     table = []
     for name in candidates:
-        mine = [r for r in rows if getattr(r, key) == name and r.concurrency == concurrency]
+        mine = counted(rows, key, name, concurrency, threshold)
         table.append(
             (name, median([getattr(r, metric) for r in mine]), median([r.p99_ms for r in mine]))
         )
@@ -817,9 +842,66 @@ def pick(
     return close + [row for row in table if row not in close]
 
 
-def header(args: argparse.Namespace) -> str:
+def spread(rows: list[ServerResult], metric: str) -> float:
+    """The largest highest/lowest ratio of a metric within one server and concurrency."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r.server, r.concurrency), []).append(getattr(r, metric))
+    return max((max(v) / min(v) for v in groups.values() if min(v) > 0), default=float("nan"))
+
+
+def compare(ranking: list[tuple[str, float, float]]) -> str:
+    """'a 5,127/s vs b 4,821/s (+6 %, a tie by the 10 % margin)' for a throughput ranking."""
+    ordered = sorted(ranking, key=lambda row: -row[1])
+    best, rest = ordered[0], ordered[1:]
+    parts = []
+    for name, rate, _ in rest:
+        lead = (best[1] / rate - 1) * 100
+        tie = ", a tie by the 10 % margin" if lead < 10 else ""
+        parts.append(f"{best[0]} {best[1]:,.0f}/s vs {name} {rate:,.0f}/s (+{lead:.0f} %{tie})")
+    return ", ".join(parts)
+
+
+def round_scores(rows: list[ServerResult], servers: list[str]) -> dict[str, float]:
+    """Per server, the median over its runs of events per server CPU second divided by the mean
+    of that figure over the servers of the same round (series, run, concurrency)."""
+    rounds: dict[tuple[int, int, int], list[ServerResult]] = {}
+    for r in rows:
+        rounds.setdefault((r.series, r.repeat, r.concurrency), []).append(r)
+    relative: dict[str, list[float]] = {name: [] for name in servers}
+    for members in rounds.values():
+        mean = statistics.fmean(m.per_cpu_second for m in members)
+        for m in members:
+            if m.server in relative:
+                relative[m.server].append(m.per_cpu_second / mean)
+    return {name: median(values) for name, values in relative.items() if values}
+
+
+def paired_ratios(rows: list[ServerResult], servers: list[str]) -> str:
+    """Per interleaved pair of the first two servers: the ratio of their events per CPU s."""
+    if len(servers) < 2:
+        return "there is nothing to pair"
+    first, second = servers[0], servers[1]
+    by_pair: dict[tuple[int, int, int], dict[str, ServerResult]] = {}
+    for r in rows:
+        by_pair.setdefault((r.concurrency, r.series, r.repeat), {})[r.server] = r
+    ratios = [
+        pair[second].per_cpu_second / pair[first].per_cpu_second
+        for _, pair in sorted(by_pair.items())
+        if first in pair and second in pair
+    ]
+    ahead = sum(ratio > 1 for ratio in ratios)
+    listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
     return (
-        f"Measured {args.measured} on this build host: {os.cpu_count()} cores (`os.cpu_count()`), "
+        f"Pair by pair, {second} accepted more events per CPU second than {first} in {ahead} of "
+        f"{len(ratios)} rounds (ratios {second}/{first} by concurrency, series, run: {listed})"
+    )
+
+
+def header(args: argparse.Namespace, measured: str | None = None) -> str:
+    return (
+        f"Measured {measured or args.measured} on this build host: {os.cpu_count()} cores "
+        "(`os.cpu_count()`), "
         f"{_memory_gib()} GiB RAM, {platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}; Apache Kafka {args.kafka_version} (single KRaft node, "
         f"combined broker+controller, -Xmx1g, PLAINTEXT on 127.0.0.1:19092, {args.partitions} "
@@ -844,7 +926,7 @@ def command(args: argparse.Namespace) -> str:
 def client_report(args: argparse.Namespace, rows: list[ClientResult]) -> str:
     versions = client_versions()
     top = max(args.client_concurrency)
-    ranking = pick(rows, "client", list(args.clients), "events_per_s", top)
+    ranking = pick(rows, "client", list(args.clients), "events_per_s", top, args.load_threshold)
     winner = ranking[0][0]
     table = "\n".join(
         f"| {r.repeat} | {r.concurrency} | {r.client} | {r.load_before:.2f} | {r.acked:,} | "
@@ -853,11 +935,17 @@ def client_report(args: argparse.Namespace, rows: list[ClientResult]) -> str:
         f"{'/'.join(r.codecs)} | {'yes' if r.idempotent else 'NO'} |"
         for r in rows
     )
+    limit = args.load_threshold
     summary = "\n".join(
-        f"| {c} | {name} | {of(rows, 'client', name, c, 'events_per_s'):,.0f} | "
-        f"{of(rows, 'client', name, c, 'p50_ms'):.1f} | {of(rows, 'client', name, c, 'p99_ms'):.1f}"
-        f" | {of(rows, 'client', name, c, 'client_cpu_s'):.1f} | "
-        f"{of(rows, 'client', name, c, 'broker_cpu_s'):.1f} |"
+        f"| {c} | {name}{fallback(rows, 'client', name, c, limit)} | "
+        + " | ".join(
+            f"{of(rows, 'client', name, c, metric, limit):{form}}"
+            for metric, form in [
+                *(("events_per_s", ",.0f"), ("p50_ms", ".1f"), ("p99_ms", ".1f")),
+                *(("client_cpu_s", ".1f"), ("broker_cpu_s", ".1f")),
+            ]
+        )
+        + " |"
         for c in args.client_concurrency
         for name in args.clients
     )
@@ -898,10 +986,11 @@ fresh broker's JVM before the first run. Each run is a fresh process and a fresh
 1-minute load average to drop below {args.load_threshold} (at most {args.max_wait:.0f} s).
 
 Same settings for all three: acks=all, idempotent producer, lz4, linger {args.linger_ms} ms,
-batch 64 KiB,
-10 s request timeout, 30 s delivery timeout (aiokafka has none); key = tenant
-(confluent-kafka set to `murmur2_random`, the partitioner of the Java clients, kafka-python and
-aiokafka, so a tenant's partition does not depend on the client). The asyncio bridges:
+batch 64 KiB, 10 s request timeout, 30 s delivery timeout (aiokafka has none); key = tenant.
+confluent-kafka also gets `partitioner=murmur2_random` (the partitioner of the Java clients,
+kafka-python and aiokafka, so a tenant's partition does not depend on the client) and
+`socket.nagle.disable=true` (TCP_NODELAY, which kafka-python and asyncio set by default and
+librdkafka does not). The asyncio bridges:
 
 - aiokafka: native; `await producer.send_and_wait(...)`.
 - confluent-kafka: `produce(..., on_delivery=cb)` called on the loop (it only enqueues); a
@@ -909,6 +998,10 @@ aiokafka, so a tenant's partition does not depend on the client). The asyncio br
   futures on the loop with one `call_soon_threadsafe` per poll.
 - kafka-python: `send()` on the loop, `add_callback`/`add_errback` on the record future (run on
   kafka-python's own I/O thread) resolve an asyncio future via `call_soon_threadsafe`.
+
+`confluent_kafka.aio.AIOProducer` was not measured: it collects messages in Python (by default
+until 1,000 are waiting or 1 s passed) before handing them to librdkafka, a shape made for
+throughput, not for a request that waits for its own ack within milliseconds.
 
 Client CPU is the client process's user+system time over the measured events; broker CPU is the
 broker's over the whole run (its warm-up included). Each run's record batches were read back
@@ -925,7 +1018,9 @@ lab's three brokers it adds a replication round trip for every client alike.
 {CLIENT_COLUMNS}
 {table}
 
-Medians over the runs:
+Medians over the runs that started below the load threshold ({args.load_threshold}); a
+candidate with no such run at a concurrency is marked * and its median is over all its runs
+there. The choice uses these medians.
 
 | C | client | events/s | p50 ms | p99 ms | client CPU s | broker CPU s |
 |---|---|---|---|---|---|---|
@@ -936,17 +1031,17 @@ Medians over the runs:
 Rule (in the harness): at the highest concurrency measured (C={top}), the highest median
 throughput wins; candidates within 10 % of it are ranked by median p99 instead. Ranking: {ranked}.
 
-{CLIENT_REASONS}
+{CLIENT_REASONS.strip()}
 - Idempotence: {idempotence}
 
-kafka-python stays in use for Sluice's operations tooling regardless of this choice (admin
-scripts, topic and offset checks, the Ansible-side helpers; this harness uses it too, to create
-topics and read end offsets): it is pure Python, needs no compiled wheel and its admin client
-covers what the tooling does. Only the API's produce path is decided here.
+kafka-python stays in use for Sluice's operations tooling regardless of this choice: the
+`sluice_kafka_cluster` Ansible module in the Kafka hosts' admin venv, the testinfra probe, the
+system-test scripts, and this harness (topic creation, end offsets). It is pure Python, installs
+offline from one wheel and its admin client covers what the tooling does. Only the API's produce
+path is decided here.
 
-Regenerate: {command(args)} (from the repository root; without `--quick` it takes about an
-hour, as it waits for a quiet host before every run; `--quick` is a smoke run of the same code
-that writes its reports to /tmp).
+Regenerate: {command(args)} from the repository root (about an hour: it waits for a quiet
+host before every run; `--quick` is a smoke run of the same code that writes to /tmp).
 """
 
 
@@ -959,44 +1054,80 @@ CLIENT_COLUMNS = columns(
     *("p99 ms", "max ms", "client CPU s", "broker CPU s", "records/batch", "codec", "producer id"),
 )
 SERVER_COLUMNS = columns(
-    *("run", "C", "server", "load avg before", "requests/s", "p50 ms", "p99 ms", "max ms"),
-    *("errors", "server CPU s", "broker CPU s", "generator CPU s"),
+    *("series.run", "C", "server", "load avg before", "requests/s", "p50 ms", "p99 ms", "max ms"),
+    *("errors", "server CPU s", "events per server CPU s", "broker CPU s", "generator CPU s"),
 )
 
 CLIENT_REASONS = """Reasons beyond the ranking:
 
 - asyncio fit: aiokafka is the only native one; confluent-kafka needs the small poll-thread
-  bridge above (about 30 lines, and librdkafka does its I/O, compression and batching in C
-  threads off the GIL); kafka-python's `send()` can block the event loop (metadata, full
-  buffer, up to `max_block_ms`) and its I/O thread runs Python code under the GIL.
-- Operations: confluent-kafka ships manylinux binary wheels with librdkafka inside, so the
-  wheelhouse needs no compiler or system librdkafka; aiokafka's wheels are manylinux too (Cython
-  record builders) but its lz4 needs `cramjam`, and kafka-python's needs `lz4`: both are extra
-  pins the `candidates` extra does not have yet; kafka-python is pure Python. librdkafka is
+  bridge above (`ConfluentProducer` in the harness; librdkafka does its I/O, compression and
+  batching in C threads off the GIL); kafka-python's `send()` can block the event loop
+  (metadata, full buffer, up to `max_block_ms`) and its I/O thread runs Python code under the
+  GIL.
+- Broker CPU differs between the clients (medians table): it follows how each packs batches into
+  produce requests. On the lab the brokers share the `stream` machine with Redis, so it counts.
+- Operations: confluent-kafka ships manylinux binary wheels with librdkafka inside (lz4
+  included), so the wheelhouse needs no compiler or system librdkafka; aiokafka's wheels are
+  manylinux too (Cython record builders) but its lz4 needs `cramjam`, and kafka-python's needs
+  `lz4`: both are extra pins the `candidates` extra does not have yet; kafka-python is pure
+  Python. librdkafka is
   maintained by Confluent alongside the Java client; aiokafka (aio-libs) and kafka-python are
   community projects.
 """
 
 
 def server_report(args: argparse.Namespace, rows: list[ServerResult], client: str) -> str:
-    top = max(args.server_concurrency)
-    ranking = pick(rows, "server", list(args.servers), "requests_per_s", top)
-    winner = ranking[0][0]
+    series = getattr(args, "series", None) or [(args.measured, command(args))]
+    measured = (
+        "in " + " and ".join(f"series {i} ({when})" for i, (when, _) in enumerate(series, 1))
+        if len(series) > 1
+        else series[0][0]
+    )
+    regenerate = "\n".join(f"- series {i}: {how}" for i, (_, how) in enumerate(series, 1))
+    scores = round_scores(rows, args.servers)
+    winner = max(scores, key=lambda name: scores[name])
+    scored = ", ".join(f"{name} {score:.2f}" for name, score in sorted(scores.items()))
+    servers, limit = list(args.servers), args.load_threshold
+    by_concurrency = "; ".join(
+        f"C={c}: {compare(pick(rows, 'server', servers, 'requests_per_s', c, limit))}"
+        for c in args.server_concurrency
+    )
+    pairs = paired_ratios(rows, args.servers)
     versions = {
         name: importlib.metadata.version(name)
         for name in ("granian", "uvicorn", "uvloop", "httptools", "starlette")
     }
     table = "\n".join(
-        f"| {r.repeat} | {r.concurrency} | {r.server} | {r.load_before:.2f} | "
+        f"| {r.series}.{r.repeat} | {r.concurrency} | {r.server} | {r.load_before:.2f} | "
         f"{r.requests_per_s:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} | "
-        f"{r.errors} | {r.server_cpu_s:.1f} | {r.broker_cpu_s:.1f} | {r.generator_cpu_s:.1f} |"
-        for r in rows
+        f"{r.errors} | {r.server_cpu_s:.1f} | {r.per_cpu_second:,.0f} | {r.broker_cpu_s:.1f} | "
+        f"{r.generator_cpu_s:.1f} |"
+        for r in sorted(rows, key=lambda r: (r.concurrency, r.series, r.repeat))
     )
+    limit = args.load_threshold
     summary = "\n".join(
-        f"| {c} | {name} | {of(rows, 'server', name, c, 'requests_per_s'):,.0f} | "
-        f"{of(rows, 'server', name, c, 'p50_ms'):.1f} | {of(rows, 'server', name, c, 'p99_ms'):.1f}"
-        f" | {of(rows, 'server', name, c, 'server_cpu_s'):.1f} | "
-        f"{sum(r.errors for r in rows if r.server == name and r.concurrency == c)} |"
+        f"| {c} | {name}{fallback(rows, 'server', name, c, limit)} | "
+        + " | ".join(
+            f"{of(rows, 'server', name, c, metric, limit):{form}}"
+            for metric, form in [
+                *(("requests_per_s", ",.0f"), ("p50_ms", ".1f"), ("p99_ms", ".1f")),
+                ("per_cpu_second", ",.0f"),
+            ]
+        )
+        + f" | {sum(r.errors for r in rows if r.server == name and r.concurrency == c)} |"
+        for c in args.server_concurrency
+        for name in args.servers
+    )
+    all_runs = "\n".join(
+        f"| {c} | {name} | "
+        + " | ".join(
+            f"{of(rows, 'server', name, c, metric, float('inf')):{form}}"
+            for metric, form in [
+                *(("requests_per_s", ",.0f"), ("p99_ms", ".1f"), ("per_cpu_second", ",.0f")),
+            ]
+        )
+        + " |"
         for c in args.server_concurrency
         for name in args.servers
     )
@@ -1009,10 +1140,9 @@ def server_report(args: argparse.Namespace, rows: list[ServerResult], client: st
         else "Runs whose topic held fewer records than 202 answers: "
         + ", ".join(f"{r.server} c={r.concurrency} run {r.repeat}" for r in short)
     )
-    ranked = ", ".join(f"{name} {rate:,.0f}/s (p99 {p99:.1f} ms)" for name, rate, p99 in ranking)
     return f"""# Decision: the HTTP server of the Sluice API
 
-{header(args)}
+{header(args, measured)}
 
 Versions: granian {versions["granian"]}, uvicorn {versions["uvicorn"]}, uvloop
 {versions["uvloop"]}, httptools {versions["httptools"]}, Starlette {versions["starlette"]};
@@ -1025,11 +1155,11 @@ One minimal Starlette app (`bench_app()` in `tests/load/bench_app_choices.py`), 
 under both servers, one worker process each (the `sluice` role runs N instances behind
 HAProxy, so per-process efficiency is what counts): `POST /api/v1/events` reads the body,
 parses and validates it with `sluice.cloudevents.parse_request`, produces
-`Event.to_json_bytes()` with {client} (acks=all, idempotent, lz4, linger {args.linger_ms} ms, key =
-tenant from
-an `X-Tenant` header standing in for the credential) and answers 202 with the ids only after the
-broker's acknowledgement (503 after 10 s without one). Auth, rate limiting and metrics are left
-out: they cost the same under either server.
+`Event.to_json_bytes()` with {client} (acks=all, idempotent, lz4, linger {args.linger_ms} ms,
+key = tenant from an `X-Tenant` header standing in for the credential; the bridge and settings
+of docs/decisions/kafka-client.md) and answers 202 with the ids only after the broker's
+acknowledgement (503 after 10 s without one). Auth, rate limiting and metrics are left out: they
+cost the same under either server.
 
 Load: a raw-asyncio HTTP/1.1 generator (uvloop where installed) in its own process, one
 keep-alive connection per concurrent client, each sending a {EVENT_BYTES}-byte structured
@@ -1038,7 +1168,12 @@ CloudEvent (`application/cloudevents+json`, unique id) as soon as its last one w
 in that window, latency is send to full response, errors are every non-202 answer or broken
 connection. The generator shares the {os.cpu_count()} cores with the server and the broker (its
 own CPU time is in the table). Runs are interleaved and each waits for the 1-minute load average
-to drop below {args.load_threshold} (at most {args.max_wait:.0f} s). {check}
+to drop below {args.load_threshold} (at most {args.max_wait:.0f} s). Server and broker CPU are
+counted over warm-up plus measured window ({args.warmup_s + args.duration_s:.0f} s): a server
+figure near that number means the one worker process used a whole core, a lower one that it
+was kept from it. Events per server CPU second (the run's records in Kafka, warm-up included,
+over the server's CPU time) is the instance's cost per accepted event, which other work on the
+host changes far less than requests/s. {check}
 
 Configurations:
 
@@ -1049,21 +1184,45 @@ Configurations:
 {SERVER_COLUMNS}
 {table}
 
-Medians over the runs:
+Medians over the runs that started below the load threshold ({args.load_threshold}); a
+candidate with no such run at a concurrency is marked * and its median is over all its runs
+there. The choice uses these medians.
 
-| C | server | requests/s | p50 ms | p99 ms | server CPU s | errors (all runs) |
+| C | server | requests/s | p50 ms | p99 ms | events per server CPU s | errors (all runs) |
 |---|---|---|---|---|---|---|
 {summary}
 
+Medians over all runs, whatever the load:
+
+| C | server | requests/s | p99 ms | events per server CPU s |
+|---|---|---|---|---|
+{all_runs}
+
 ## Choice: {winner.split("-")[0]}
 
-Rule (in the harness): at the highest concurrency measured (C={top}), the highest median
-throughput wins; candidates within 10 % of it are ranked by median p99 instead. Ranking: {ranked}.
+Rule (in the harness): the most events accepted per second of the server's own CPU, compared
+within each round of interleaved runs (same series, run and concurrency, all concurrencies): each
+run's figure over the round's mean, the median of those per candidate wins. Scores: {scored}.
+{pairs}.
+
+Why this rule and not the client page's (median requests/s at the highest concurrency): other
+sessions' work on this 2-core host came and went during the runs (the load average column shows
+when). Between runs of the same candidate at the same concurrency, requests/s varied by up to
+{spread(rows, "requests_per_s"):.2f}x (highest over lowest), events per server CPU second by up
+to {spread(rows, "per_cpu_second"):.2f}x; the rule was changed to this one after series 1 showed
+that. A worker process here is CPU-bound, so events per CPU second is also what one `sluice` API
+instance can take per core it is given. Requests/s medians over the runs that started below
+the load threshold: {by_concurrency}.
 
 {SERVER_REASONS}
 
-Regenerate: {command(args)} (from the repository root; the server part alone:
-`--only servers --server-client {client}`).
+Regenerate, from the repository root (`--only servers` runs the server part alone, with the
+client named by `--server-client`; without `--only` the client bench runs first and picks it;
+a series number in the runs table is the command that measured the run):
+
+{regenerate}
+
+and render this page from their raw results with `--report-only --results FILE...`.
 """
 
 
@@ -1072,9 +1231,12 @@ SERVER_REASONS = """Reasons beyond the ranking:
 - Both are ASGI servers for the same Starlette app, so the choice can be revisited without
   touching application code; the `sluice` role only changes the command line of its unit.
 - Operations: granian is one manylinux binary wheel (Rust HTTP stack, no extras needed);
-  uvicorn is pure Python and needs `uvicorn[standard]` (uvloop, httptools) for its fast path,
-  without which it falls back to h11 on the stock asyncio loop (the `uvicorn-h11` rows). uvloop
-  is worth pinning either way (`--loop uvloop`), and the `candidates` extra does not pin it yet."""
+  uvicorn is pure Python and needs `uvicorn[standard]` (uvloop and httptools, both manylinux
+  wheels) for its fast path, without which it falls back to h11 on the stock asyncio loop
+  (`--servers uvicorn-h11` measures that). uvloop is worth pinning either way, and the
+  `candidates` extra pins neither yet.
+- Each instance is one process that uses a whole core at these rates, so the `sluice` role's
+  instance count per host (from vCPUs) is what scales the accept path."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1120,8 +1282,10 @@ def main() -> int:
     parser.add_argument(
         "--results",
         type=Path,
+        nargs="+",
         help="raw results (JSON), written as runs finish; default: "
-        "/tmp/sluice-bench-app-choices.json (--quick: results.json in --out-dir)",
+        "/tmp/sluice-bench-app-choices.json (--quick: results.json in --out-dir). With "
+        "--report-only, several files: their server runs are reported together, as series",
     )
     parser.add_argument(
         "--report-only",
@@ -1148,11 +1312,17 @@ def main() -> int:
         )
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        if args.results is None:
+            parser.error("--report-only needs --results")
+        return report_only(args)
     if args.results is None:
         quick_results = args.out_dir / "results.json"
         args.results = quick_results if args.quick else Path("/tmp/sluice-bench-app-choices.json")
-    if args.report_only:
-        return report_only(args)
+    elif len(args.results) > 1:
+        parser.error("one --results file when measuring")
+    else:
+        args.results = args.results[0]
     if args.only == "servers" and args.server_client is None:
         parser.error("--only servers needs --server-client (the client bench picks it otherwise)")
     args.argv = [shlex.quote(word) for word in sys.argv[1:]]
@@ -1166,7 +1336,10 @@ def main() -> int:
             (args.out_dir / "kafka-client.md").write_text(client_report(args, rows))
             if args.server_client is None:
                 top = max(args.client_concurrency)
-                args.server_client = pick(rows, "client", args.clients, "events_per_s", top)[0][0]
+                ranking = pick(
+                    rows, "client", args.clients, "events_per_s", top, args.load_threshold
+                )
+                args.server_client = ranking[0][0]
         if args.only != "clients":
             rows_s = bench_servers(args, kafka, args.server_client)
             report = server_report(args, rows_s, args.server_client)
@@ -1176,18 +1349,27 @@ def main() -> int:
 
 
 def report_only(args: argparse.Namespace) -> int:
-    """Render the reports from saved raw results, with the options they were measured with."""
-    data = json.loads(args.results.read_text())
-    for name, value in data["options"].items():
-        setattr(args, name, value)
-    if data.get("clients"):
-        rows = [ClientResult(**row) for row in data["clients"]]
-        (args.out_dir / "kafka-client.md").write_text(client_report(args, rows))
-    if data.get("servers"):
-        rows_s = [ServerResult(**row) for row in data["servers"]]
+    """Render the reports from saved raw results, with the options they were measured with.
+    Server runs of several files are reported together, numbered by series in file order."""
+    out_dir, files = args.out_dir, args.results
+    series: list[tuple[str, str]] = []
+    rows_s: list[ServerResult] = []
+    for path in files:
+        data = json.loads(path.read_text())
+        for name, value in data["options"].items():
+            setattr(args, name, value)
+        if data.get("clients"):
+            rows = [ClientResult(**row) for row in data["clients"]]
+            (out_dir / "kafka-client.md").write_text(client_report(args, rows))
+        if data.get("servers"):
+            series.append((args.measured, command(args)))
+            for row in data["servers"]:
+                rows_s.append(ServerResult(**{**row, "series": len(series)}))
+    if rows_s:
+        args.series = series
         report = server_report(args, rows_s, args.server_client)
-        (args.out_dir / "http-server.md").write_text(report)
-    print(f"reports in {args.out_dir}, from {args.results}")
+        (out_dir / "http-server.md").write_text(report)
+    print(f"reports in {out_dir}, from {', '.join(map(str, files))}")
     return 0
 
 
