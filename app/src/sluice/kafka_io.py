@@ -33,6 +33,9 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": ",".join(settings.bootstrap_servers),
         "security.protocol": settings.security_protocol,
+        # librdkafka leaves Nagle on; every request waits for its ack, so send at once (the
+        # Java clients, kafka-python and aiokafka all set TCP_NODELAY)
+        "socket.nagle.disable": True,
     }
     if settings.security_protocol.startswith("SASL"):
         config |= {

@@ -27,6 +27,7 @@ def test_every_producer_is_idempotent_with_acks_all_and_the_java_partitioner() -
     assert config["bootstrap.servers"] == "10.77.0.12:9092,10.77.0.12:9093"
     assert config["acks"] == "all" and config["enable.idempotence"] is True
     assert config["partitioner"] == "murmur2_random"
+    assert config["socket.nagle.disable"] is True
     assert config["message.timeout.ms"] == 5000
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
     assert config["ssl.ca.location"] == "/etc/sluice/kafka-ca.crt"
