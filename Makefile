@@ -28,13 +28,13 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
-.PHONY: bench bench-redis bench-kafka bench-postgresql docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-redis bench-kafka bench-postgresql demo docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-molecule test-system
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-lab: host-deps lab-up deploy verify summary ## Install host needs, boot the lab, deploy site.yml, verify
+lab: host-deps lab-up deploy verify summary demo ## Install host needs, boot the lab, deploy site.yml, verify, push events
 
 host-deps: ## Install the host's apt packages and the .venv (idempotent)
 	@[ "$$(id -u)" = 0 ] || { echo "make host-deps: run as root (it installs packages)"; exit 1; }
@@ -84,6 +84,9 @@ deploy: lab-vault ## ansible-playbook site.yml on INVENTORY (default: the lab)
 
 verify: venv ## testinfra against INVENTORY's hosts
 	pytest -q tests/testinfra --hosts='ansible://all' --ansible-inventory=$(INVENTORY)
+
+demo: venv ## Push events through HAProxy; show them in PostgreSQL and the Redis counters
+	python -m sluice_infra.lab.demo -i $(INVENTORY)
 
 summary: venv
 	@python -m sluice_infra.summary -i $(INVENTORY) --state-dir $(LAB_STATE) --cache-dir $(SLUICE_CACHE_DIR)

@@ -146,9 +146,12 @@ def test_production_settings_keep_every_lab_setting_and_add_the_package_sources(
     assert missing == [], "mirror these into inventories/proxmox/group_vars/all/main.yml"
     assert "ansible_user" not in production  # it would override the stack's admin user
     differ = {key for key in lab if key in production and production[key] != lab[key]}
-    assert differ == {"citus_enabled", "common_firewall_ssh_sources", "common_ntp_servers"}, (
-        "production differs from the lab in these settings only on purpose; mirror the others"
-    )
+    assert differ == {
+        "citus_enabled",
+        "common_firewall_ssh_sources",
+        "common_ntp_servers",
+        "sluice_http_client_cidrs",
+    }, "production differs from the lab in these settings only on purpose; mirror the others"
     assert production["postgresql_apt_source"] == "pgdg"
     assert production["postgresql_version"] == 18
     assert production["citus_enabled"] is True

@@ -187,6 +187,10 @@ def aggregate(r: Resp, key: str, event_type: str, increment: object, ttl: object
     return r("FCALL", "sluice_aggregate", 1, key, event_type, str(increment), str(ttl))
 
 
+def aggregate_set(r: Resp, key: str, ttl: object, *pairs: object) -> Reply:
+    return r("FCALL", "sluice_aggregate_set", 1, key, str(ttl), *(str(p) for p in pairs))
+
+
 def rate_limit_cmd(keys: tuple[str, str], now_ms: int | None = None) -> list[str | int]:
     cmd: list[str | int] = ["FCALL", "sluice_rate_limit", 2, *keys, LIMIT, WINDOW_MS]
     return cmd if now_ms is None else [*cmd, now_ms]
@@ -201,7 +205,7 @@ def as_dict(flat: Reply) -> dict[str, int]:
 # --- the library as Redis sees it -----------------------------------------------------------
 
 
-def test_library_registers_three_functions_with_the_read_one_read_only(server: Resp):
+def test_library_registers_four_functions_with_the_read_one_read_only(server: Resp):
     libraries = server("FUNCTION", "LIST", "LIBRARYNAME", "sluice")
     assert isinstance(libraries, list) and len(libraries) == 1
     library = dict(zip(libraries[0][::2], libraries[0][1::2], strict=True))  # type: ignore[index]
@@ -211,6 +215,7 @@ def test_library_registers_three_functions_with_the_read_one_read_only(server: R
         functions[fields[b"name"].decode()] = fields[b"flags"]
     assert functions == {
         "sluice_aggregate": [],
+        "sluice_aggregate_set": [],
         "sluice_rate_limit": [],
         "sluice_aggregates_read": [b"no-writes"],
     }
@@ -306,8 +311,88 @@ def test_aggregate_rejects_bad_arguments_by_name_and_writes_nothing(r: Resp, arg
 def test_functions_reject_a_wrong_number_of_keys(r: Resp):
     with pytest.raises(RedisError, match="sluice_aggregate: expected 1 key"):
         r("FCALL", "sluice_aggregate", 2, AGG_T1, AGG_T1 + ":x", "page.view", 1, 60)
+    with pytest.raises(RedisError, match="sluice_aggregate_set: expected 1 key"):
+        r("FCALL", "sluice_aggregate_set", 0, 60, "page.view", 1)
     with pytest.raises(RedisError, match="sluice_rate_limit: expected 2 key"):
         r("FCALL", "sluice_rate_limit", 1, RL_T1[0], LIMIT, WINDOW_MS)
+
+
+# --- sluice_aggregate_set -------------------------------------------------------------------
+
+
+def test_aggregate_set_replaces_the_bucket_and_computes_the_total(r: Resp):
+    aggregate(r, AGG_T1, "page.view", 7)
+    aggregate(r, AGG_T1, "gone.type", 2)
+
+    assert aggregate_set(r, AGG_T1, 120, "page.view", 9, "cart.add", 3) == [12, 1]
+
+    # the counts given, nothing left of the old hash, `_total` the sum
+    assert as_dict(r("HGETALL", AGG_T1)) == {"page.view": 9, "cart.add": 3, "_total": 12}
+
+
+def test_aggregate_set_is_idempotent_and_says_when_nothing_changed(r: Resp):
+    assert aggregate_set(r, AGG_T1, 120, "page.view", 9, "cart.add", 3) == [12, 1]
+    assert aggregate_set(r, AGG_T1, 120, "cart.add", 3, "page.view", 9) == [12, 0]
+    assert as_dict(r("HGETALL", AGG_T1)) == {"page.view": 9, "cart.add": 3, "_total": 12}
+    # the processor's own counting yields the same bucket: nothing to correct
+    r("DEL", AGG_T1)
+    for _ in range(9):
+        aggregate(r, AGG_T1, "page.view", 1)
+    aggregate(r, AGG_T1, "cart.add", 3)
+    assert aggregate_set(r, AGG_T1, 120, "page.view", 9, "cart.add", 3) == [12, 0]
+
+
+def test_aggregate_set_restores_a_lost_count_and_counting_goes_on(r: Resp):
+    aggregate(r, AGG_T1, "page.view", 5)  # 2 more were stored but never counted
+    assert aggregate_set(r, AGG_T1, 120, "page.view", 7) == [7, 1]
+    assert aggregate(r, AGG_T1, "page.view", 1) == 8
+    assert as_dict(r("HGETALL", AGG_T1)) == {"page.view": 8, "_total": 8}
+
+
+def test_aggregate_set_leaves_out_zero_counts_and_removes_an_empty_bucket(r: Resp):
+    assert aggregate_set(r, AGG_T1, 120, "page.view", 0, "cart.add", 2) == [2, 1]
+    assert as_dict(r("HGETALL", AGG_T1)) == {"cart.add": 2, "_total": 2}
+    assert aggregate_set(r, AGG_T1, 120, "cart.add", 0) == [0, 1]
+    assert r("EXISTS", AGG_T1) == 0
+    assert aggregate_set(r, AGG_T1, 120) == [0, 0]  # no pairs: no bucket, as before
+    assert r("EXISTS", AGG_T1) == 0
+
+
+def test_aggregate_set_sets_the_ttl_given_which_later_counting_never_extends(r: Resp):
+    aggregate(r, AGG_T1, "page.view", 1, ttl=3600)
+    aggregate_set(r, AGG_T1, 90, "page.view", 4)
+    first = r("TTL", AGG_T1)
+    assert isinstance(first, int) and 80 < first <= 90  # the remaining lifetime, not the old TTL
+    aggregate(r, AGG_T1, "page.view", 1, ttl=3600)
+    assert 0 < r("TTL", AGG_T1) <= 90  # type: ignore[operator]
+    aggregate_set(r, AGG_T1, 3000, "page.view", 4)
+    assert 2990 < r("TTL", AGG_T1) <= 3000  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([], "ttl_seconds must be"),
+        (["0", "page.view", "1"], "ttl_seconds must be"),
+        (["soon", "page.view", "1"], "ttl_seconds must be"),
+        (["60", "page.view"], "expected ttl_seconds then event_type, count pairs, got 1"),
+        (["60", "page.view", "1", "cart.add"], "expected ttl_seconds then event_type, count"),
+        (["60", "", "1"], "event_type must be"),
+        (["60", "page.view", "1", "_total", "1"], "event_type must be"),
+        (["60", "page.view", "1", "page.view", "2"], "event_type 'page.view' is given twice"),
+        (["60", "page.view", "-1"], "count must be"),
+        (["60", "page.view", "1.5"], "count must be"),
+        (["60", "page.view", "many"], "count must be"),
+        (["60", "page.view", "9" * 16], "count must be"),
+        (["60", "cart.add", "1", "page.view", "x"], "count must be"),
+    ],
+)
+def test_aggregate_set_rejects_bad_arguments_by_name_and_writes_nothing(r: Resp, args, named):
+    aggregate(r, AGG_T1, "page.view", 5, ttl=120)
+    with pytest.raises(RedisError, match=rf"^ERR sluice_aggregate_set: {named}"):
+        r("FCALL", "sluice_aggregate_set", 1, AGG_T1, *args)
+    assert as_dict(r("HGETALL", AGG_T1)) == {"page.view": 5, "_total": 5}
+    assert 0 < r("TTL", AGG_T1) <= 120  # type: ignore[operator]
 
 
 # --- sluice_rate_limit ----------------------------------------------------------------------
@@ -391,6 +476,7 @@ def test_aggregates_read_works_with_fcall_ro(r: Resp):
     "command",
     [
         ["sluice_aggregate", 1, AGG_T1, "page.view", 1, 60],
+        ["sluice_aggregate_set", 1, AGG_T1, 60, "page.view", 1],
         ["sluice_rate_limit", 2, *RL_T1, LIMIT, WINDOW_MS, NOW_MS],
     ],
 )
@@ -413,6 +499,7 @@ def test_library_runs_on_a_cluster_node_and_keys_share_a_slot(tmp_path: Path):
             time.sleep(0.05)
         assert node("FUNCTION", "LOAD", library_code()) == b"sluice"
         assert aggregate(node, AGG_T1, "page.view", 2) == 2
+        assert aggregate_set(node, AGG_T1, 60, "page.view", 3) == [3, 1]
         assert node(*rate_limit_cmd(RL_T1, NOW_MS)) == [1, LIMIT - 1, 0]
         with pytest.raises(RedisError, match="CROSSSLOT"):
             node(*rate_limit_cmd((RL_T1[0], RL_T2[1]), NOW_MS))

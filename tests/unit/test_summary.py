@@ -28,7 +28,7 @@ def test_spread_layout_puts_kafka_and_redis_everywhere():
     for host, names in groups.items():
         assert "kafka" in names, host
         assert "redis_cluster" in names, host
-    assert groups["db"] == ["citus_coordinator", "kafka", "redis_cluster"]
+    assert groups["db"] == ["citus_coordinator", "kafka", "redis_cluster", "sluice_processor"]
     assert "citus_workers" in groups["app"]
     assert "citus_workers" in groups["stream"]
 

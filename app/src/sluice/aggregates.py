@@ -16,6 +16,14 @@ library requires. A batch becomes one :class:`Increment` per (bucket, type), how
 it holds, so a batch costs one FCALL per distinct (tenant, window, type) and the Redis adapter
 sends one pipeline per cluster node (:func:`group_by_node`).
 
+Rebuilding. Counts can be lost (a processor dying between its PostgreSQL commit and its Redis
+write), and Redis aggregates are derived data: ``sluice replay aggregates`` counts the stored
+events per bucket again in PostgreSQL and replaces each bucket whole with ``FCALL
+sluice_aggregate_set 1 <bucket> <ttl_seconds> <type> <count> ...`` (:class:`BucketSet`), which
+sets the counts absolutely, so a replay run twice leaves the same buckets. A rebuilt bucket
+keeps the lifetime it would have had: it expires ``ttl_seconds`` after its start
+(:func:`remaining_ttl`), not ``ttl_seconds`` after the replay.
+
 The 5-minute and 1-hour windows are buckets in Redis, not sums kept in the processor's memory,
 because ``events.aggregated`` is a compacted topic that carries each window's *running total*:
 the count Redis answers is that total, correct after a processor restart or a partition
@@ -29,13 +37,15 @@ from __future__ import annotations
 import binascii
 import json
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 #: The Redis function that adds to a bucket (sluice.lua).
 AGGREGATE_FUNCTION: Final = "sluice_aggregate"
+#: The Redis function that replaces a bucket with counts rebuilt from PostgreSQL (sluice.lua).
+SET_FUNCTION: Final = "sluice_aggregate_set"
 #: The bucket field sluice.lua keeps for the count of all types; no event type may be named so.
 TOTAL_FIELD: Final = "_total"
 #: How long a bucket lives after its first event: two days, so yesterday stays readable whole.
@@ -65,6 +75,19 @@ class Window:
             raise ValueError(f"window start of a naive datetime {moment}: pass an aware one")
         elapsed = (moment - _EPOCH) // timedelta(seconds=self.seconds)
         return _EPOCH + timedelta(seconds=elapsed * self.seconds)
+
+    def end(self, start: datetime) -> datetime:
+        """The end (exclusive) of the window that starts at ``start``."""
+        return start + timedelta(seconds=self.seconds)
+
+    def covering(self, since: datetime, until: datetime) -> tuple[datetime, datetime]:
+        """The whole windows that overlap ``[since, until)``: the start of the first and the
+        end of the last, so ``since`` and ``until`` are moved out to window boundaries (an
+        aligned ``until`` stays, being exclusive)."""
+        if not since < until:
+            raise ValueError(f"empty time range: since {since} must be before until {until}")
+        last = self.start(until)
+        return self.start(since), last if last == until else self.end(last)
 
 
 MINUTE: Final = Window("1m", 60, "agg")
@@ -124,6 +147,128 @@ class Increment:
             str(self.count),
             str(self.ttl_seconds),
         )
+
+
+@dataclass(frozen=True)
+class BucketSet:
+    """The whole content of one bucket, rebuilt from PostgreSQL: one ``FCALL
+    sluice_aggregate_set``. ``counts`` are (event type, count) pairs in type order; the
+    function computes ``_total`` itself. ``ttl_seconds`` is the bucket's remaining lifetime."""
+
+    tenant: str
+    window: Window
+    start: datetime
+    counts: tuple[tuple[str, int], ...]
+    ttl_seconds: int
+
+    @property
+    def key(self) -> str:
+        """The bucket's Redis key."""
+        return bucket_key(self.tenant, self.window, self.start)
+
+    @property
+    def slot(self) -> int:
+        """The bucket's cluster slot, the same for every bucket of the tenant."""
+        return key_slot(self.key)
+
+    @property
+    def total(self) -> int:
+        """The bucket's ``_total``: the events of every type."""
+        return sum(count for _, count in self.counts)
+
+    def fcall_args(self) -> tuple[str | int, ...]:
+        """The arguments of ``execute_command('FCALL', ...)``: function, numkeys, key, TTL,
+        then each type and its count."""
+        pairs = [item for event_type, count in self.counts for item in (event_type, str(count))]
+        return (SET_FUNCTION, 1, self.key, str(self.ttl_seconds), *pairs)
+
+    def matches(self, fields: Mapping[str, int]) -> bool:
+        """Whether a bucket holding ``fields`` (as ``sluice_aggregates_read`` answers, with
+        ``_total``) already holds exactly these counts."""
+        wanted = {event_type: count for event_type, count in self.counts if count}
+        if wanted:
+            wanted[TOTAL_FIELD] = self.total
+        return dict(fields) == wanted
+
+
+def remaining_ttl(window: Window, start: datetime, now: datetime, ttl_seconds: int) -> int:
+    """Whole seconds left until the bucket of ``window`` starting at ``start`` expires, that is
+    ``ttl_seconds`` after its start, as the processor's first event there set it; 0 or less
+    when it has expired already."""
+    return int(((start + timedelta(seconds=ttl_seconds)) - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RebuiltBuckets:
+    """What :func:`build_bucket_sets` made of one window's counted rows."""
+
+    sets: list[BucketSet]
+    #: Events in buckets that expired before they could be written (not sent).
+    expired_events: int = 0
+    #: Buckets that expired before they could be written (not sent).
+    expired_buckets: int = 0
+    #: Events whose type Redis refuses to count (:func:`check_event_type`), left out.
+    uncountable_events: int = 0
+
+    @property
+    def events(self) -> int:
+        """The events counted in the buckets to set."""
+        return sum(bucket.total for bucket in self.sets)
+
+
+def build_bucket_sets(
+    window: Window,
+    rows: Iterable[tuple[str, str, datetime, int]],
+    *,
+    now: datetime,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+) -> RebuiltBuckets:
+    """The :class:`BucketSet` of every bucket of ``window`` in ``rows``, each a (tenant, event
+    type, window start, count) row as PostgreSQL counted it; ordered by bucket key.
+
+    A bucket whose lifetime (``ttl_seconds`` from its start) is over at ``now`` is left out
+    (written, it would vanish at once) and counted as expired. A row whose type Redis cannot
+    count is left out and counted too: the processor sends such events to the DLQ, so they are
+    not stored unless something other than the processor wrote them.
+    """
+    check_ttl(ttl_seconds)
+    buckets: dict[tuple[str, datetime], dict[str, int]] = defaultdict(dict)
+    uncountable = 0
+    for tenant, event_type, start, count in rows:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"a bucket count must be a whole number >= 0, got {count!r}")
+        if start.utcoffset() is None or window.start(start) != start:
+            raise ValueError(
+                f"{start} is not the start of a {window.name} window (UTC-aligned, "
+                f"timezone-aware): the counts must be grouped by window start"
+            )
+        if check_event_type(event_type) is not None:
+            uncountable += count
+            continue
+        counts = buckets[tenant, start]
+        if event_type in counts:
+            raise ValueError(
+                f"tenant {tenant!r} type {event_type!r} counted twice in the {window.name} "
+                f"bucket at {_format_time(start)}: group the counts by tenant, type and start"
+            )
+        counts[event_type] = count
+    sets: list[BucketSet] = []
+    expired_buckets = expired_events = 0
+    for (tenant, start), counts in buckets.items():
+        bucket = BucketSet(
+            tenant,
+            window,
+            start.astimezone(UTC),
+            tuple(sorted(counts.items())),
+            remaining_ttl(window, start, now, ttl_seconds),
+        )
+        if bucket.ttl_seconds < 1:
+            expired_buckets += 1
+            expired_events += bucket.total
+            continue
+        sets.append(bucket)
+    sets.sort(key=lambda bucket: bucket.key)
+    return RebuiltBuckets(sets, expired_events, expired_buckets, uncountable)
 
 
 def check_ttl(ttl_seconds: int, windows: Sequence[Window] = WINDOWS) -> int:

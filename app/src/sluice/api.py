@@ -41,6 +41,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -97,6 +98,24 @@ _RFC3339 = re.compile(
     r"(?P<fraction>\.[0-9]+)?(?P<offset>Z|[+ -][0-9]{2}:[0-9]{2})",
     re.IGNORECASE,
 )
+
+
+class _AnyText(Convertor[str]):
+    """A path parameter that may hold anything, '/' and line breaks included. Starlette's
+    ``path`` convertor matches ``.*``, which stops at a line break, so a subject holding one
+    (``%0A``) fell through to a 404; with this the endpoint refuses it with a 400 that names
+    the parameter, like any other control character."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 
 class Metrics:
@@ -217,13 +236,14 @@ class _Api:
         json.loads(self.openapi)  # a corrupt document fails start-up, not a client's request
 
     def routes(self) -> list[BaseRoute]:
+        # A subject may hold '/' (orders/42), sent percent-encoded or not: see _AnyText.
+        subject = f"{API}/subjects/{{subject:anytext}}"
         return [
             Route(f"{API}/events", self.post_events, methods=["POST"]),
             Route(f"{API}/query", self.get_query, methods=["GET"]),
             Route(f"{API}/aggregates", self.get_aggregates, methods=["GET"]),
-            # `path` lets a subject hold '/' (orders/42), sent percent-encoded or not.
-            Route(f"{API}/subjects/{{subject:path}}/events", self.subject_events, methods=["GET"]),
-            Route(f"{API}/subjects/{{subject:path}}/state", self.subject_state, methods=["GET"]),
+            Route(f"{subject}/events", self.subject_events, methods=["GET"]),
+            Route(f"{subject}/state", self.subject_state, methods=["GET"]),
             WebSocketRoute(f"{API}/stream", self.stream),
             Route(f"{API}/stream", self.stream_without_upgrade, methods=["GET"]),
             Route(f"{API}/openapi.json", self.get_openapi, methods=["GET"]),

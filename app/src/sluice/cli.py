@@ -1,7 +1,8 @@
 """The ``sluice`` command: the API (``serve``), the processor (``process``), the schema
-(``migrate``) and per-tenant API keys (``keys``). Every command reads its settings from the
-``SLUICE_*`` environment (:mod:`sluice.config`), which the ``sluice`` role writes into env files;
-nothing secret is ever an argument."""
+(``migrate``), per-tenant API keys (``keys``) and Redis aggregates rebuilt from PostgreSQL
+(``replay aggregates``). Every command reads its settings from the ``SLUICE_*`` environment
+(:mod:`sluice.config`), which the ``sluice`` role writes into env files; nothing secret is ever
+an argument."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sluice import __version__
+from sluice.aggregates import DEFAULT_TTL_SECONDS
 
 if TYPE_CHECKING:
     from sluice.config import Settings
@@ -47,6 +50,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke.add_argument("--tenant", help="refuse unless the key belongs to this tenant")
     revoke.set_defaults(run=_keys_revoke)
 
+    replay = commands.add_parser("replay", help="rebuild derived data from PostgreSQL")
+    replay_commands = replay.add_subparsers(dest="replay_command", required=True, metavar="WHAT")
+    aggregates = replay_commands.add_parser(
+        "aggregates",
+        help="recount Redis aggregate buckets from stored events and set them absolutely",
+        description="Recount the Redis aggregate buckets (every window) of the events in "
+        "[--since, --until) from PostgreSQL and replace them; buckets partly in the range are "
+        "widened to whole buckets. Safe to repeat.",
+    )
+    aggregates.add_argument("--tenant", help="one tenant (default: every tenant)")
+    aggregates.add_argument(
+        "--since", required=True, type=_timestamp, help="ISO 8601 with offset, inclusive"
+    )
+    aggregates.add_argument(
+        "--until", type=_timestamp, help="ISO 8601 with offset, exclusive (default: now)"
+    )
+    aggregates.add_argument(
+        "--ttl-seconds",
+        type=int,
+        default=DEFAULT_TTL_SECONDS,
+        help="bucket lifetime from its start (default: the processors', %(default)s)",
+    )
+    aggregates.add_argument(
+        "--dry-run", action="store_true", help="count and compare with Redis, write nothing"
+    )
+    aggregates.set_defaults(run=_replay_aggregates)
+
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -54,6 +84,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:  # settings, migrations, keys: named problems
         print(f"sluice {arguments.command}: {err}", file=sys.stderr)
         return 2
+
+
+def _timestamp(text: str) -> datetime:
+    """An ``--since``/``--until`` argument: ISO 8601 with a UTC offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 timestamp such as 2026-11-26T23:00:00Z"
+        ) from None
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset: append Z (UTC) or one such as +02:00"
+        )
+    return moment
 
 
 def _settings() -> Settings:
@@ -123,4 +168,22 @@ def _keys_revoke(arguments: argparse.Namespace) -> int:
         print(f"sluice keys revoke: no active key {arguments.key_id}", file=sys.stderr)
         return 1
     print(f"revoked {arguments.key_id}")
+    return 0
+
+
+def _replay_aggregates(arguments: argparse.Namespace) -> int:
+    from sluice.replay import plan_aggregates, run_aggregates
+
+    plan = plan_aggregates(
+        arguments.since,
+        arguments.until,
+        now=datetime.now(UTC),
+        tenant=arguments.tenant,
+        ttl_seconds=arguments.ttl_seconds,
+    )
+    print("\n".join(plan.describe()), flush=True)
+    report = run_aggregates(_settings(), plan, dry_run=arguments.dry_run)
+    print(report.summary())
+    # a machine-readable last line, as migrate prints
+    print(report.json_line())
     return 0

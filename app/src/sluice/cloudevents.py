@@ -24,7 +24,6 @@ untrusted extension; nothing in Sluice reads a tenant from it.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import json
 import math
@@ -461,7 +460,7 @@ def _check_base64(value: Any, where: str) -> None:
         _invalid(where, "data_base64", f"must be a base64 string, got {_json_type(value)}")
     try:
         base64.b64decode(value, validate=True)
-    except binascii.Error as error:
+    except ValueError as error:  # binascii.Error is one; a non-ASCII string raises the base class
         _invalid(
             where,
             "data_base64",

@@ -113,10 +113,17 @@ class KafkaSink:
                 )
             except BufferError as err:
                 raise Unavailable(
-                    "Kafka's send queue is full", retry_after=_retry(self.settings)
+                    "kafka_unavailable",
+                    "Kafka's send queue is full; resend the same events after Retry-After",
+                    retry_after=_retry(self.settings),
                 ) from err
             except KafkaException as err:
-                raise Unavailable(f"Kafka: {err}", retry_after=_retry(self.settings)) from err
+                raise Unavailable(
+                    "kafka_unavailable",
+                    f"Kafka cannot take the events now ({_error_name(err)}); resend them "
+                    "after Retry-After",
+                    retry_after=_retry(self.settings),
+                ) from err
             futures.append(future)
         await asyncio.gather(*futures)
 
@@ -129,13 +136,25 @@ class KafkaSink:
         return True
 
 
+def _error_name(err: KafkaException) -> str:
+    """librdkafka's error name (``_TRANSPORT``, ``MSG_SIZE_TOO_LARGE``...), no broker details."""
+    error = err.args[0] if err.args else None
+    return error.name() if isinstance(error, KafkaError) else type(err).__name__
+
+
 def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
     if future.done():  # the request was cancelled at its deadline
         return
     if error is None:
         future.set_result(None)
     else:
-        future.set_exception(Unavailable(f"Kafka: {error.str()}", retry_after=1))
+        future.set_exception(
+            Unavailable(
+                "kafka_unavailable",
+                f"Kafka did not accept the events ({error.name()}); resend them after Retry-After",
+                retry_after=1,
+            )
+        )
 
 
 def _retry(settings: KafkaSettings) -> int:

@@ -27,7 +27,7 @@ import redis.asyncio.cluster as async_cluster
 import redis.cluster as sync_cluster
 from redis.cluster import ClusterNode
 
-from sluice.aggregates import MINUTE, Increment, bucket_key
+from sluice.aggregates import MINUTE, BucketSet, Increment, bucket_key
 from sluice.config import RedisSettings
 from sluice.errors import Unavailable
 from sluice.ports import RateLimitDecision
@@ -56,13 +56,19 @@ def minute_starts(now: datetime, minutes: int) -> list[datetime]:
     return [current - timedelta(minutes=n) for n in range(minutes - 1, -1, -1)]
 
 
+def bucket_fields(reply: Sequence[Any]) -> dict[str, int]:
+    """A ``sluice_aggregates_read`` reply (a flat field, count, field, count... array) as a
+    mapping of each field to its count."""
+    fields = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+    return {fields[i]: int(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+
+
 def fold_minutes(starts: Sequence[datetime], replies: Sequence[Any]) -> dict[str, Any]:
     """``sluice_aggregates_read`` replies (flat field/count arrays, one per minute) as the
     API's aggregates document."""
     document: dict[str, Any] = {"minutes": [], "totals": {}, "total": 0}
     for start, reply in zip(starts, replies, strict=True):
-        fields = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
-        counts = {fields[i]: int(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+        counts = bucket_fields(reply)
         total = counts.pop("_total", 0)
         document["minutes"].append(
             {"minute": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "total": total, "counts": counts}
@@ -71,6 +77,15 @@ def fold_minutes(starts: Sequence[datetime], replies: Sequence[Any]) -> dict[str
         for event_type, count in counts.items():
             document["totals"][event_type] = document["totals"].get(event_type, 0) + count
     return document
+
+
+def _redis_unavailable(err: BaseException) -> Unavailable:
+    """The 503 for a Redis Cluster that cannot answer now."""
+    return Unavailable(
+        "redis_unavailable",
+        f"Redis cannot answer now ({type(err).__name__}); retry shortly",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
 
 
 class RedisApi:
@@ -98,7 +113,7 @@ class RedisApi:
                 RATE_LIMIT_FUNCTION, 2, window, seq, str(self.limit), str(self.window_ms)
             )
         except (redis.RedisError, OSError, TimeoutError) as err:
-            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+            raise _redis_unavailable(err) from err
         return RateLimitDecision(bool(allowed), int(remaining), int(retry_ms) / 1000)
 
     async def aggregates(self, tenant: str, minutes: int) -> dict[str, Any]:
@@ -109,7 +124,7 @@ class RedisApi:
                 pipe.fcall_ro(AGGREGATES_READ_FUNCTION, 1, bucket_key(tenant, MINUTE, start))
             replies = await pipe.execute()
         except (redis.RedisError, OSError, TimeoutError) as err:
-            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+            raise _redis_unavailable(err) from err
         return fold_minutes(starts, replies)
 
     async def subscribe(self, tenant: str, types: frozenset[str]) -> AsyncIterator[bytes]:
@@ -128,7 +143,7 @@ class RedisApi:
                     continue
                 yield payload
         except (redis.RedisError, OSError) as err:
-            raise Unavailable(f"Redis: {err}", retry_after=RETRY_AFTER_SECONDS) from err
+            raise _redis_unavailable(err) from err
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 await pubsub.sunsubscribe(channel)
@@ -144,7 +159,8 @@ class RedisApi:
 class RedisProcessor:
     """The processor's side: :class:`~sluice.processor.Aggregator`,
     :class:`~sluice.processor.AlertStore` and :class:`~sluice.processor.Publisher`, each one
-    cluster pipeline per batch (one round trip per node)."""
+    cluster pipeline per batch (one round trip per node); and ``sluice replay``'s
+    :class:`~sluice.replay.BucketWriter`."""
 
     def __init__(self, settings: RedisSettings, timeout: float = 10.0) -> None:
         self.client = sync_cluster.RedisCluster(
@@ -169,6 +185,19 @@ class RedisProcessor:
     def apply(self, increments: Sequence[Increment]) -> Sequence[int]:
         replies = self._run([("FCALL", *i.fcall_args()) for i in increments])
         return [int(reply) for reply in replies]
+
+    def set_buckets(self, buckets: Sequence[BucketSet]) -> list[bool]:
+        """Replace every bucket with its rebuilt counts (``FCALL sluice_aggregate_set``), one
+        pipeline per node as :meth:`apply`; whether each one held other counts before. Raise
+        if any of them failed."""
+        replies = self._run([("FCALL", *bucket.fcall_args()) for bucket in buckets])
+        return [bool(int(reply[1])) for reply in replies]
+
+    def read_buckets(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        """Each bucket's fields and counts (``_total`` included; empty when it does not
+        exist), read with ``FCALL_RO sluice_aggregates_read``."""
+        replies = self._run([("FCALL_RO", AGGREGATES_READ_FUNCTION, 1, key) for key in keys])
+        return [bucket_fields(reply) for reply in replies]
 
     def store(self, values: Sequence[StoredValue]) -> None:
         """Each alert joins its key's sorted set, scored by the time it was stored; alerts

@@ -12,8 +12,9 @@ Reads (the API): every statement on events and customers carries ``tenant_id = %
 tenant of the request's credential as its first condition, built by the pure functions
 ``*_sql`` below so the unit tests can check that no query leaves it out. Pages are keyset
 pagination over (time, id) with an opaque cursor (:func:`encode_cursor`) bound to the tenant
-and the query it came from. The one read without a tenant is :meth:`PgKeyStore.get`: a key is
-looked up to learn the tenant.
+and the query it came from. The reads without a tenant are :meth:`PgKeyStore.get` (a key is
+looked up to learn the tenant) and :meth:`EventStore.bucket_counts` asked for every tenant, which
+only the operator's ``sluice replay`` does, never the API.
 
 Time ranges are half-open, as the API's ports state them: ``since`` inclusive, ``until``
 exclusive. Event sourcing (study feature 1): a subject's history is its events in (time, id)
@@ -31,12 +32,13 @@ import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeAlias
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from sluice.aggregates import Window
 from sluice.apikeys import StoredKey
 from sluice.cloudevents import NO_DATA, SPECVERSION, Event
 from sluice.errors import BadRequest, Unavailable
@@ -48,6 +50,8 @@ MAX_LIMIT: Final = 1000
 QUERY_PARAMETERS: Final = ("type", "source", "subject", "since", "until", "cursor", "limit")
 #: Seconds a client is told to wait when PostgreSQL cannot answer.
 RETRY_AFTER: Final = 5
+#: Where ``date_bin`` starts counting windows: the UNIX epoch, as :mod:`sluice.aggregates` does.
+BUCKET_ORIGIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Sql: TypeAlias = tuple[str, tuple[Any, ...]]
 """A statement with ``%s`` placeholders and its parameters, in order."""
@@ -428,6 +432,30 @@ def history_sql(
         f"SELECT {SELECT_COLUMNS} FROM public.events WHERE {' AND '.join(where)} "
         "ORDER BY time, id LIMIT %s",
         tuple(params),
+    )
+
+
+def bucket_counts_sql(
+    window: Window, start: datetime, end: datetime, tenant: str | None = None
+) -> Sql:
+    """Events per (tenant, type, ``window`` start) with ``start <= time < end``, for ``sluice
+    replay`` to rebuild Redis aggregates: ``date_bin`` from the UNIX epoch in UTC puts an
+    event in the same window as :meth:`sluice.aggregates.Window.start`. Only ``tenant``'s
+    events when given; every tenant's when None (an operator's replay, never the API). The
+    range is passed widened to whole windows, so every bucket returned is counted whole."""
+    for name, moment in (("start", start), ("end", end)):
+        if moment.utcoffset() is None:
+            raise ValueError(f"{name} must be timezone-aware, got naive {moment}")
+    if not start < end:
+        raise ValueError(f"empty time range: start {start} must be before end {end}")
+    where, params = ([], []) if tenant is None else _tenant_condition(tenant)
+    where += ["time >= %s", "time < %s"]
+    params += [start, end]
+    return (
+        "SELECT tenant_id, type, date_bin(%s::interval, time, %s::timestamptz) AS bucket, "
+        f"count(*) FROM public.events WHERE {' AND '.join(where)} "
+        "GROUP BY tenant_id, type, bucket ORDER BY tenant_id, bucket, type",
+        (timedelta(seconds=window.seconds), BUCKET_ORIGIN, *params),
     )
 
 
@@ -846,6 +874,18 @@ class EventStore:
             row[0]: Customer(row[0], row[1], row[2], dict(row[3]), row[4])
             for row in await self._fetch(statement, params)
         }
+
+    async def bucket_counts(
+        self, window: Window, start: datetime, end: datetime, tenant: str | None = None
+    ) -> list[tuple[str, str, datetime, int]]:
+        """(tenant, type, window start in UTC, events) for every bucket of ``window`` with
+        events in ``[start, end)``, of ``tenant`` or (None) of every tenant
+        (:func:`bucket_counts_sql`)."""
+        statement, params = bucket_counts_sql(window, start, end, tenant)
+        return [
+            (tenant_id, event_type, bucket.astimezone(UTC), int(count))
+            for tenant_id, event_type, bucket, count in await self._fetch(statement, params)
+        ]
 
     async def _fetch(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
         async with _reading(self._pool) as conn:

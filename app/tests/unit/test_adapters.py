@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from sluice.aggregates import MINUTE, bucket_key, key_slot
+from sluice.aggregates import MINUTE, BucketSet, bucket_key, key_slot
 from sluice.cli import main
 from sluice.config import KafkaSettings
 from sluice.kafka_io import client_config, producer_config
-from sluice.redis_io import fold_minutes, minute_starts, rate_limit_keys
+from sluice.redis_io import (
+    RedisProcessor,
+    bucket_fields,
+    fold_minutes,
+    minute_starts,
+    rate_limit_keys,
+)
 
 
 def test_every_producer_is_idempotent_with_acks_all_and_the_java_partitioner() -> None:
@@ -63,6 +71,63 @@ def test_fold_minutes_sums_types_and_totals() -> None:
     assert document["minutes"][1]["total"] == 0
 
 
+class FakePipeline:
+    """A cluster pipeline that records its commands and answers from ``replies``."""
+
+    def __init__(self, sent: list[tuple[Any, ...]], replies: list[Any]) -> None:
+        self.sent, self.replies = sent, replies
+
+    def execute_command(self, *args: Any) -> None:
+        self.sent.append(args)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        assert raise_on_error
+        return self.replies
+
+
+def _processor(replies: list[Any]) -> tuple[RedisProcessor, list[tuple[Any, ...]], list[bool]]:
+    sent: list[tuple[Any, ...]] = []
+    transactions: list[bool] = []
+
+    def pipeline(transaction: bool) -> FakePipeline:
+        transactions.append(transaction)
+        return FakePipeline(sent, replies)
+
+    processor = RedisProcessor.__new__(RedisProcessor)
+    processor.client = SimpleNamespace(pipeline=pipeline)  # type: ignore[assignment]
+    return processor, sent, transactions
+
+
+def test_rebuilt_buckets_are_set_in_one_pipeline_and_report_what_changed() -> None:
+    buckets = [
+        BucketSet("acme", MINUTE, _at(12, 0), (("a", 2), ("b", 1)), 600),
+        BucketSet("globex", MINUTE, _at(12, 0), (("a", 1),), 600),
+    ]
+    processor, sent, transactions = _processor([[3, 1], [1, 0]])
+
+    assert processor.set_buckets(buckets) == [True, False]
+
+    assert transactions == [False]  # one non-transactional cluster pipeline, split per node
+    assert sent == [("FCALL", *bucket.fcall_args()) for bucket in buckets]
+
+
+def test_buckets_are_read_with_fcall_ro_as_field_counts() -> None:
+    processor, sent, _ = _processor([[b"a", b"2", b"_total", b"2"], []])
+
+    assert processor.read_buckets(["k1", "k2"]) == [{"a": 2, "_total": 2}, {}]
+    assert sent == [
+        ("FCALL_RO", "sluice_aggregates_read", 1, "k1"),
+        ("FCALL_RO", "sluice_aggregates_read", 1, "k2"),
+    ]
+    assert processor.set_buckets([]) == []  # nothing to send: no pipeline at all
+    assert len(sent) == 2
+
+
+def test_bucket_fields_pair_fields_with_counts() -> None:
+    assert bucket_fields([b"page.view", b"4", "_total", "4"]) == {"page.view": 4, "_total": 4}
+    assert bucket_fields([]) == {}
+
+
 def test_a_command_without_its_settings_names_the_missing_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -77,3 +142,23 @@ def test_a_command_without_its_settings_names_the_missing_variable(
 
 def _at(hour: int, minute: int, second: int = 0) -> datetime:
     return datetime(2026, 11, 27, hour, minute, second, tzinfo=UTC)
+
+
+def test_a_redis_outage_is_a_503_naming_redis() -> None:
+    import redis as redis_lib
+
+    from sluice.errors import Unavailable
+    from sluice.redis_io import _redis_unavailable
+
+    error = _redis_unavailable(redis_lib.ConnectionError("refused"))
+    assert isinstance(error, Unavailable) and error.status == 503
+    assert error.code == "redis_unavailable" and "ConnectionError" in error.detail
+
+
+def test_a_kafka_failure_is_a_503_naming_the_error_not_the_brokers() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from sluice.kafka_io import _error_name
+
+    assert _error_name(KafkaException(KafkaError(KafkaError._TRANSPORT))) == "_TRANSPORT"
+    assert _error_name(KafkaException("text")) == "KafkaException"

@@ -14,15 +14,19 @@ from sluice.aggregates import (
     FIVE_MINUTES,
     HOUR,
     MINUTE,
+    BucketSet,
     Increment,
+    Window,
     WindowCount,
     bucket_key,
+    build_bucket_sets,
     build_increments,
     check_event_type,
     check_ttl,
     group_by_node,
     group_by_slot,
     key_slot,
+    remaining_ttl,
     window_counts,
 )
 
@@ -238,3 +242,127 @@ def test_an_increment_key_is_its_bucket() -> None:
     increment = Increment("acme", "a", FIVE_MINUTES, start, 3, DEFAULT_TTL_SECONDS)
 
     assert increment.key == bucket_key("acme", FIVE_MINUTES, start)
+
+
+# --- rebuilding buckets (sluice replay) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "since", "until", "first", "last"),
+    [
+        (MINUTE, "23:01:30", "23:04:10", "23:01", "23:05"),
+        (FIVE_MINUTES, "23:01:30", "23:04:10", "23:00", "23:05"),
+        (HOUR, "23:01:30", "23:04:10", "23:00", "00:00"),
+        (FIVE_MINUTES, "23:05:00", "23:10:00", "23:05", "23:10"),  # aligned: nothing to widen
+        (FIVE_MINUTES, "23:05:00", "23:10:00.000001", "23:05", "23:15"),
+        (MINUTE, "23:59:59", "23:59:59.5", "23:59", "00:00"),
+    ],
+)
+def test_a_range_covers_every_whole_window_it_touches(
+    window: Window, since: str, until: str, first: str, last: str
+) -> None:
+    day = "2026-11-26T"
+    start, end = window.covering(at(f"{day}{since}Z"), at(f"{day}{until}Z"))
+
+    assert (start.strftime("%H:%M"), end.strftime("%H:%M")) == (first, last)
+    assert start == window.start(start) and end == window.start(end)
+
+
+def test_an_empty_range_covers_nothing() -> None:
+    with pytest.raises(ValueError, match="empty time range"):
+        MINUTE.covering(at("2026-11-26T23:00:00Z"), at("2026-11-26T23:00:00Z"))
+
+
+NOW = at("2026-11-27T12:00:00Z")
+
+
+def test_counted_rows_become_one_bucket_set_per_bucket_with_the_remaining_ttl() -> None:
+    start = at("2026-11-27T10:05:00Z")
+    rows = [
+        ("globex", "b", start, 1),
+        ("acme", "order.paid", start, 2),
+        ("acme", "cart.add", start, 5),
+        ("acme", "cart.add", at("2026-11-27T10:00:00Z"), 1),
+    ]
+
+    rebuilt = build_bucket_sets(FIVE_MINUTES, rows, now=NOW, ttl_seconds=86400)
+
+    assert [bucket.key for bucket in rebuilt.sets] == [
+        "sluice:{acme}:agg5m:202611271000",
+        "sluice:{acme}:agg5m:202611271005",
+        "sluice:{globex}:agg5m:202611271005",
+    ]
+    bucket = rebuilt.sets[1]
+    assert bucket.counts == (("cart.add", 5), ("order.paid", 2))
+    assert bucket.total == 7 and rebuilt.events == 9
+    # expires 86400 s after its start, 10:05 tomorrow: 22 h 5 min from now
+    assert bucket.ttl_seconds == 22 * 3600 + 5 * 60
+    assert bucket.slot == key_slot("acme")
+
+
+def test_a_bucket_set_is_the_fcall_sluice_lua_expects() -> None:
+    bucket = BucketSet(
+        "acme", MINUTE, at("2026-11-26T23:01:00Z"), (("cart.add", 5), ("order.paid", 2)), 600
+    )
+
+    assert bucket.fcall_args() == (
+        "sluice_aggregate_set",
+        1,
+        "sluice:{acme}:agg:202611262301",
+        "600",
+        "cart.add",
+        "5",
+        "order.paid",
+        "2",
+    )
+
+
+def test_a_bucket_set_matches_only_a_bucket_holding_exactly_its_counts() -> None:
+    bucket = BucketSet("acme", MINUTE, at("2026-11-26T23:01:00Z"), (("a", 5), ("b", 2)), 600)
+
+    assert bucket.matches({"a": 5, "b": 2, "_total": 7})
+    assert not bucket.matches({"a": 5, "b": 1, "_total": 6})
+    assert not bucket.matches({"a": 5, "b": 2, "c": 1, "_total": 8})
+    assert not bucket.matches({})
+    empty = BucketSet("acme", MINUTE, at("2026-11-26T23:01:00Z"), (("a", 0),), 600)
+    assert empty.matches({}) and empty.total == 0
+
+
+def test_expired_buckets_and_uncountable_types_are_left_out_and_counted() -> None:
+    ttl = 2 * 3600
+    rows = [
+        ("acme", "a", at("2026-11-27T09:00:00Z"), 4),  # expired at 11:00
+        ("acme", "a", at("2026-11-27T10:00:00Z"), 3),  # expires at 12:00, now: gone too
+        ("acme", "a", at("2026-11-27T11:00:00Z"), 2),
+        ("acme", "_total", at("2026-11-27T11:00:00Z"), 9),
+        ("acme", "", at("2026-11-27T11:00:00Z"), 1),
+    ]
+
+    rebuilt = build_bucket_sets(HOUR, rows, now=NOW, ttl_seconds=ttl)
+
+    assert [(bucket.key, bucket.counts, bucket.ttl_seconds) for bucket in rebuilt.sets] == [
+        ("sluice:{acme}:agg1h:202611271100", (("a", 2),), 3600)
+    ]
+    assert (rebuilt.expired_buckets, rebuilt.expired_events) == (2, 7)
+    assert rebuilt.uncountable_events == 10
+    assert remaining_ttl(HOUR, at("2026-11-27T10:00:00Z"), NOW, ttl) == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (("acme", "a", at("2026-11-27T11:01:00Z"), 1), "not the start of a 5m window"),
+        (("acme", "a", datetime(2026, 11, 27, 11, 0), 1), "not the start of a 5m window"),
+        (("acme", "a", at("2026-11-27T11:00:00Z"), -1), "whole number >= 0"),
+        (("acme", "a", at("2026-11-27T11:00:00Z"), 1.0), "whole number >= 0"),
+    ],
+)
+def test_rows_not_grouped_by_window_start_are_refused(row: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_bucket_sets(FIVE_MINUTES, [row], now=NOW)
+
+
+def test_a_type_counted_twice_in_one_bucket_is_refused() -> None:
+    row = ("acme", "a", at("2026-11-27T11:00:00Z"), 1)
+    with pytest.raises(ValueError, match="counted twice"):
+        build_bucket_sets(HOUR, [row, row], now=NOW)

@@ -519,7 +519,9 @@ def test_data_and_data_base64_are_mutually_exclusive(mode: str, data: Any) -> No
 
 
 @pytest.mark.parametrize("mode", JSON_MODES)
-@pytest.mark.parametrize("value", ["not base64!", "aGk", "aG=k", "aGk=\n"])
+@pytest.mark.parametrize(
+    "value", ["not base64!", "aGk", "aG=k", "aGk=\n", "aGk\u00e9", "\ud800aGk="]
+)
 def test_invalid_base64_is_rejected(mode: str, value: str) -> None:
     assert rejected(mode, minimal(data_base64=value)).startswith(
         "attribute 'data_base64' is not valid base64"

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from sluice import store
+from sluice.aggregates import FIVE_MINUTES, MINUTE, WINDOWS, Window
 from sluice.apikeys import new_key
 from sluice.cloudevents import NO_DATA, Event
 from sluice.errors import BadRequest, Unavailable
@@ -281,6 +282,73 @@ def test_every_tenant_data_query_is_scoped_to_the_tenant_first(builder: Any) -> 
 def test_a_missing_tenant_is_a_bug_never_all_tenants(builder: Any, tenant: Any) -> None:
     with pytest.raises(ValueError, match="needs the credential's tenant"):
         builder(tenant)
+
+
+def test_bucket_counts_group_a_tenants_events_by_type_and_window_start_in_sql() -> None:
+    start, end = T0.replace(minute=0, microsecond=0), T0.replace(minute=0, microsecond=0, hour=14)
+
+    sql, params = store.bucket_counts_sql(FIVE_MINUTES, start, end, "acme")
+
+    assert sql == (
+        "SELECT tenant_id, type, date_bin(%s::interval, time, %s::timestamptz) AS bucket, "
+        "count(*) FROM public.events WHERE tenant_id = %s AND time >= %s AND time < %s "
+        "GROUP BY tenant_id, type, bucket ORDER BY tenant_id, bucket, type"
+    )
+    assert params == (timedelta(minutes=5), datetime(1970, 1, 1, tzinfo=UTC), "acme", start, end)
+    assert placeholders(sql) == len(params)
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda window: window.name)
+def test_bucket_counts_bin_by_each_windows_length_from_the_epoch(window: Window) -> None:
+    _, params = store.bucket_counts_sql(window, T0, T0 + timedelta(hours=1))
+
+    assert params[0] == timedelta(seconds=window.seconds)
+    assert params[1] == store.BUCKET_ORIGIN == datetime.fromtimestamp(0, UTC)
+
+
+def test_bucket_counts_of_every_tenant_have_no_tenant_condition() -> None:
+    sql, params = store.bucket_counts_sql(MINUTE, T0, T0 + timedelta(hours=1))
+
+    assert "tenant_id = %s" not in sql
+    assert "WHERE time >= %s AND time < %s GROUP BY" in sql
+    assert params[2:] == (T0, T0 + timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "tenant", "message"),
+    [
+        (T0, T0, "acme", "empty time range"),
+        (T0.replace(tzinfo=None), T0 + timedelta(hours=1), "acme", "timezone-aware"),
+        (T0, T0 + timedelta(hours=1), "", "needs the credential's tenant"),
+    ],
+)
+def test_bucket_counts_refuse_a_bad_range_or_an_empty_tenant(
+    start: datetime, end: datetime, tenant: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        store.bucket_counts_sql(MINUTE, start, end, tenant)
+
+
+def test_the_store_answers_bucket_counts_in_utc() -> None:
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    local = datetime(2026, 5, 1, 14, 5, tzinfo=timezone(timedelta(hours=2)))
+    seen: list[Any] = []
+
+    def answer(query: str, params: Any) -> tuple[list[Any], int]:
+        seen.append((query, params))
+        return [("acme", "order.paid", local, 3)], 1
+
+    events = store.EventStore(FakePool(FakeConn(answer)))  # type: ignore[arg-type]
+
+    rows = asyncio.run(
+        events.bucket_counts(FIVE_MINUTES, start, start + timedelta(hours=1), "acme")
+    )
+
+    assert rows == [("acme", "order.paid", datetime(2026, 5, 1, 12, 5, tzinfo=UTC), 3)]
+    assert rows[0][2].tzinfo is UTC
+    assert seen == [
+        store.bucket_counts_sql(FIVE_MINUTES, start, start + timedelta(hours=1), "acme")
+    ]
 
 
 @pytest.mark.parametrize("limit", [0, 1001, True])

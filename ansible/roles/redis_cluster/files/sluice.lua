@@ -1,12 +1,14 @@
 #!lua name=sluice
 --[[
 Sluice's Redis Functions library (Redis 7.0, Lua 5.1): the processor's per-tenant
-aggregates and the API's per-tenant rate limiter (DESIGN.md, "Data flow").
+aggregates, their rebuild by `sluice replay`, and the API's per-tenant rate limiter
+(DESIGN.md, "Data flow").
 
 Redis Cluster rule: every key a function touches is passed in KEYS, and all keys of one
 call share a hash tag (`sluice:{<tenant>}:...`). No function builds a key name itself.
 
   FCALL    sluice_aggregate       1 <bucket-hash> <event_type> <increment> <ttl_seconds>
+  FCALL    sluice_aggregate_set   1 <bucket-hash> <ttl_seconds> [<event_type> <count> ...]
   FCALL    sluice_rate_limit      2 <window-zset> <seq-counter> <limit> <window_ms> [now_ms]
   FCALL_RO sluice_aggregates_read 1 <bucket-hash>
 ]]
@@ -65,6 +67,76 @@ local function aggregate(keys, args)
 end
 
 --[[
+sluice_aggregate_set: replace a bucket with counts rebuilt from PostgreSQL (`sluice replay`).
+KEYS[1] the bucket hash, e.g. sluice:{t1}:agg:202611262301
+ARGV    ttl_seconds (integer >= 1), then event_type, count pairs (count integer >= 0; each
+        type at most once, validated as sluice_aggregate's event_type)
+Returns {total, changed}: the new `_total` (the sum of the counts; never passed in), and 1 when
+the bucket held other counts before (0 when it was already exactly this).
+
+Every argument is checked before anything is written; then, atomically, the bucket is deleted,
+the non-zero counts and `_total` are written and EXPIRE sets ttl_seconds, the bucket's remaining
+lifetime computed by the caller. Absolute, not an increment: a repeated call leaves the same
+bucket. No pairs, or only zero counts, leave no bucket at all.
+]]
+local function aggregate_set(keys, args)
+  local fname = 'sluice_aggregate_set'
+  if #keys ~= 1 then return key_count_error(fname, 1, keys) end
+  local ttl, err = integer_arg(fname, 'ttl_seconds', args[1], 1)
+  if not ttl then return err end
+  if #args % 2 ~= 1 then
+    return redis.error_reply(string.format(
+      'ERR %s: expected ttl_seconds then event_type, count pairs, got %d argument(s) after '
+      .. 'ttl_seconds', fname, #args - 1))
+  end
+  local counts, seen, total = {}, {}, 0
+  for i = 2, #args, 2 do
+    local event_type = args[i]
+    if event_type == '' or event_type == '_total' then
+      return redis.error_reply(string.format(
+        "ERR %s: event_type must be a non-empty string other than '_total', got %s",
+        fname, shown(event_type)))
+    end
+    if seen[event_type] then
+      return redis.error_reply(string.format(
+        'ERR %s: event_type %s is given twice; pass each type once with its whole count',
+        fname, shown(event_type)))
+    end
+    seen[event_type] = true
+    local count
+    count, err = integer_arg(fname, 'count', args[i + 1], 0)
+    if not count then return err end
+    if count > 0 then
+      counts[#counts + 1] = {event_type, count}
+      total = total + count
+    end
+  end
+
+  local before = redis.call('HGETALL', keys[1])
+  local changed = 0
+  if #before ~= 2 * (#counts + (total > 0 and 1 or 0)) then
+    changed = 1
+  else
+    local old = {}
+    for j = 1, #before, 2 do old[before[j]] = tonumber(before[j + 1]) end
+    if total > 0 and old['_total'] ~= total then changed = 1 end
+    for _, pair in ipairs(counts) do
+      if old[pair[1]] ~= pair[2] then changed = 1 end
+    end
+  end
+
+  redis.call('DEL', keys[1])
+  if total > 0 then
+    for _, pair in ipairs(counts) do
+      redis.call('HSET', keys[1], pair[1], string.format('%d', pair[2]))
+    end
+    redis.call('HSET', keys[1], '_total', string.format('%d', total))
+    redis.call('EXPIRE', keys[1], args[1])
+  end
+  return {total, changed}
+end
+
+--[[
 sluice_rate_limit: exact sliding-log limiter, at most `limit` requests in any window_ms.
 KEYS[1] the tenant's window (sorted set of request entries scored by ms), e.g. sluice:{t1}:rl
 KEYS[2] a counter in the same slot that makes entries unique, e.g. sluice:{t1}:rl:seq
@@ -116,6 +188,7 @@ local function aggregates_read(keys, args)
 end
 
 redis.register_function{function_name = 'sluice_aggregate', callback = aggregate}
+redis.register_function{function_name = 'sluice_aggregate_set', callback = aggregate_set}
 redis.register_function{function_name = 'sluice_rate_limit', callback = rate_limit}
 redis.register_function{
   function_name = 'sluice_aggregates_read',
