@@ -555,6 +555,45 @@ def standby_minimums(own: Mapping[str, Any], primary: Mapping[str, Any]) -> dict
     return result
 
 
+def kind_settings(cluster: Cluster, conf_dir: str, stanza_prefix: str) -> dict[str, str]:
+    """What a cluster's kind sets by itself. A standby streams from its primary through its
+    slot over TLS, its password in a passfile beside its configuration (never in this file); a
+    primary archives its WAL to its pgBackRest stanza ``<stanza_prefix><cluster name>``."""
+    if cluster.is_standby:
+        conninfo = (
+            f"host={cluster.primary_address} port={cluster.primary_port} user=replication "
+            f"passfile={conf_dir}/{cluster.name}/replication.pgpass sslmode=require "
+            f"application_name={cluster.slot}"
+        )
+        return {"primary_conninfo": conninfo, "primary_slot_name": str(cluster.slot)}
+    return {
+        "archive_mode": "on",
+        "archive_command": f"pgbackrest --stanza={stanza_prefix}{cluster.name} archive-push %p",
+    }
+
+
+def cluster_settings(
+    cluster: Cluster,
+    sizing: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    custom: Mapping[str, Any],
+    *,
+    conf_dir: str,
+    stanza_prefix: str,
+    primary_planned: Mapping[str, Any] | None = None,
+    primary_running: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every setting of a cluster's conf.d file, later ones winning: the host's sizing, the
+    role's defaults, its kind's own (:func:`kind_settings`), the operator's custom ones. A
+    standby then raises what must be at least its primary's, planned and running: the
+    running value matters while a lowered setting has not yet reached the primary."""
+    settings = {**sizing, **defaults, **kind_settings(cluster, conf_dir, stanza_prefix), **custom}
+    if cluster.is_standby:
+        settings = standby_minimums(settings, primary_planned or {})
+        settings = standby_minimums(settings, primary_running or {})
+    return settings
+
+
 def config_problems(custom: Any, *, host: str | None = None) -> list[str]:
     """Why ``postgresql_config_custom`` (``custom``) cannot be rendered, whatever the host's
     memory: not a mapping, a setting the layout owns, a memory size PostgreSQL cannot read."""

@@ -277,15 +277,24 @@ def _check_rendered(text: str, outputs: StackOutputs, place: Layout) -> None:
         raise InventoryError(f"{TEMPLATE} rendered an inventory that does not match its input")
 
 
-def documentation_sources(group_vars_main: Path) -> list[str]:
-    """``common_firewall_ssh_sources`` entries in ``group_vars_main`` that lie in documentation
-    ranges: the shipped example value, which would shut the operator's SSH out."""
+#: Settings that ship with an example network, and what the example would do if left in place.
+EXAMPLE_NETWORK_SETTINGS = {
+    "common_firewall_ssh_sources": "the hosts' firewall shuts SSH out",
+    "sluice_http_client_cidrs": "the firewall keeps the event clients away from HAProxy",
+}
+
+
+def documentation_sources(
+    group_vars_main: Path, setting: str = "common_firewall_ssh_sources"
+) -> list[str]:
+    """Entries of the network list ``setting`` in ``group_vars_main`` that lie in documentation
+    ranges: the shipped example value (see EXAMPLE_NETWORK_SETTINGS for what it would do)."""
     try:
         settings = yaml.safe_load(group_vars_main.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
     found = []
-    for source in settings.get("common_firewall_ssh_sources") or []:
+    for source in settings.get(setting) or []:
         try:
             network = ipaddress.ip_network(str(source), strict=False)
         except ValueError:
@@ -355,14 +364,16 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin) -> int:
     print(
         f"{args.out}: {'written' if changed else 'up to date'} ({outputs.layout} layout: {hosts})"
     )
-    examples = documentation_sources(args.out.parent / "group_vars" / "all" / "main.yml")
-    if examples:
-        print(
-            f"warning: common_firewall_ssh_sources in {args.out.parent}/group_vars/all/main.yml "
-            f"is still the example {', '.join(examples)} (a documentation range): set your admin "
-            f"network there before ansible-playbook, or the hosts' firewall shuts SSH out",
-            file=sys.stderr,
-        )
+    main_yml = args.out.parent / "group_vars" / "all" / "main.yml"
+    for setting, consequence in EXAMPLE_NETWORK_SETTINGS.items():
+        examples = documentation_sources(main_yml, setting)
+        if examples:
+            print(
+                f"warning: {setting} in {main_yml} is still the example {', '.join(examples)} "
+                f"(a documentation range): set your network there before ansible-playbook, or "
+                f"{consequence}",
+                file=sys.stderr,
+            )
     return 0
 
 

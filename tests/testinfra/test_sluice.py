@@ -99,3 +99,9 @@ def test_the_admin_wrapper_runs_the_current_release(processor_host):
 def test_the_schema_is_up_to_date(processor_host):
     out = processor_host.check_output("sudo -n /usr/local/sbin/sluice migrate")
     assert json.loads(out.splitlines()[-1])["changed"] is False
+
+
+def test_the_api_holds_no_database_write_credential(api_host):
+    # the API reads as sluice_reader; only the processors' file has the writer's password
+    count = api_host.run("sudo -n grep -c '^SLUICE_POSTGRES_WRITER_PASSWORD=' /etc/sluice/api.env")
+    assert count.stdout.strip() == "0", count.stdout

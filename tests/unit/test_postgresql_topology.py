@@ -10,6 +10,7 @@ from sluice_infra.postgresql_topology import (
     Cluster,
     PlanError,
     citus_flag,
+    cluster_settings,
     clusters,
     conf_lines,
     conf_value,
@@ -658,3 +659,52 @@ def test_other_services_collisions_are_theirs_to_report():
     items = clusters(SEED_GROUPS, seed_hostvars(), True)
 
     assert port_problems(items, {"db": {"a": 9000, "b": 9000}, "app": {"c": 5432}}) == []
+
+
+def _seed_with_standby() -> tuple[Cluster, Cluster]:
+    items = clusters(SEED_GROUPS, hostvars(db={"postgresql_standby_hosts": ["app"]}), False)
+    return primary_cluster(items), next(c for c in items if c.is_standby)
+
+
+def test_a_primary_archives_to_its_stanza_and_the_operator_wins():
+    primary, _ = _seed_with_standby()
+    settings = cluster_settings(
+        primary,
+        {"shared_buffers": "1GB", "max_connections": "200"},
+        {"wal_level": "replica", "max_connections": "300"},
+        {"max_connections": "400"},
+        conf_dir="/etc/postgresql/15",
+        stanza_prefix="db-",
+    )
+    assert settings == {
+        "shared_buffers": "1GB",
+        "wal_level": "replica",
+        "max_connections": "400",  # sizing < defaults < custom
+        "archive_mode": "on",
+        "archive_command": "pgbackrest --stanza=db-main archive-push %p",
+    }
+
+
+def test_a_standby_streams_through_its_slot_with_a_passfile_and_keeps_up_with_its_primary():
+    _, standby = _seed_with_standby()
+    settings = cluster_settings(
+        standby,
+        {"max_connections": "100"},
+        {},
+        {},
+        conf_dir="/etc/postgresql/15",
+        stanza_prefix="app-",
+        primary_planned={"max_connections": "150"},
+        primary_running={"max_connections": "300", "max_worker_processes": "4"},
+    )
+    assert settings["primary_conninfo"] == (
+        "host=10.77.0.10 port=5432 user=replication "
+        "passfile=/etc/postgresql/15/main/replication.pgpass sslmode=require "
+        "application_name=standby_app"
+    )
+    assert "password" not in settings["primary_conninfo"]
+    assert settings["primary_slot_name"] == "standby_app"
+    assert "archive_command" not in settings
+    # raised to the higher of the primary's planned and running values, never lowered
+    assert settings["max_connections"] == "300"
+    assert "max_worker_processes" not in settings  # 4 is below PostgreSQL's default (8)

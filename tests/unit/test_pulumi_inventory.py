@@ -127,7 +127,10 @@ def test_the_cli_warns_while_the_ssh_sources_are_still_the_example(tmp_path, cap
     shutil.copytree(PROXMOX / "group_vars", inventory / "group_vars")
     argv = ["--from-json", "-", "--out", str(inventory / "hosts.yml")]
     assert pulumi_inventory.main(argv, stdin=io.StringIO(stack_output_json())) == 0
-    assert "still the example 192.0.2.0/24" in capsys.readouterr().err
+    warnings = capsys.readouterr().err
+    assert "common_firewall_ssh_sources in" in warnings and "shuts SSH out" in warnings
+    assert "sluice_http_client_cidrs in" in warnings and "away from HAProxy" in warnings
+    assert warnings.count("still the example 192.0.2.0/24") == 2
     main_yml = inventory / "group_vars" / "all" / "main.yml"
     main_yml.write_text(main_yml.read_text().replace("192.0.2.0/24", "10.99.0.0/24"))
     inventory.joinpath("hosts.yml").unlink()

@@ -74,12 +74,28 @@ def sluice_pg_conf_lines(settings: Mapping[str, Any]) -> list[str]:
     return topology.conf_lines(settings)
 
 
-def sluice_pg_standby_minimums(
-    settings: Mapping[str, Any], primary: Mapping[str, Any]
+def sluice_pg_cluster_settings(
+    cluster: Mapping[str, Any],
+    sizing: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    custom: Mapping[str, Any],
+    conf_dir: str,
+    stanza_prefix: str,
+    primary_planned: Mapping[str, Any] | None = None,
+    primary_running: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """settings | sluice_pg_standby_minimums(primary_settings): what a hot standby needs at least
-    as high as its primary, raised."""
-    return topology.standby_minimums(settings, primary)
+    """cluster | sluice_pg_cluster_settings(sizing, defaults, custom, conf_dir, stanza_prefix,
+    primary_planned, primary_running): every setting of the cluster's conf.d file."""
+    return topology.cluster_settings(
+        _cluster(cluster),
+        sizing,
+        defaults,
+        custom or {},
+        conf_dir=conf_dir,
+        stanza_prefix=stanza_prefix,
+        primary_planned=primary_planned,
+        primary_running=primary_running,
+    )
 
 
 @_filter_errors
@@ -105,6 +121,6 @@ class FilterModule:
             "sluice_pg_memory_problems": sluice_pg_memory_problems,
             "sluice_pg_preload": sluice_pg_preload,
             "sluice_pg_conf_lines": sluice_pg_conf_lines,
-            "sluice_pg_standby_minimums": sluice_pg_standby_minimums,
+            "sluice_pg_cluster_settings": sluice_pg_cluster_settings,
             "sluice_pg_hba_lines": sluice_pg_hba_lines,
         }

@@ -75,6 +75,8 @@ READY_TIMEOUT_SECONDS: Final = 2.0
 #: How long a request waits for the rate limiter. Past it, or when Redis is down, the request
 #: goes on unlimited: Redis holds derived data only, and losing it must not stop ingestion.
 LIMITER_TIMEOUT_SECONDS: Final = 0.5
+#: While the limiter is unavailable, one warning per this many seconds.
+LIMITER_WARNING_SECONDS: Final = 10.0
 #: Longest filter value (type, source, subject, a stream type) the read endpoints take.
 MAX_FILTER_LENGTH: Final = 4096
 #: Cursors embed the last event id, so they are allowed as long as a URL through HAProxy can be.
@@ -232,6 +234,7 @@ class _Api:
         self.feed = feed
         self.health = health
         self.metrics = metrics
+        self._limiter_warned_at = -math.inf
         self.openapi = openapi_document()
         json.loads(self.openapi)  # a corrupt document fails start-up, not a client's request
 
@@ -317,8 +320,13 @@ class _Api:
             async with asyncio.timeout(LIMITER_TIMEOUT_SECONDS):
                 decision = await self.limiter.check(tenant)
         except (TimeoutError, Unavailable):
+            # Fails open: events keep flowing to Kafka while Redis is away. One warning per
+            # LIMITER_WARNING_SECONDS, not one per request; the metric counts every one.
             self.metrics.limiter_errors.inc()
-            log.warning("rate limiter unavailable; tenant %s goes unlimited", tenant, exc_info=True)
+            now = time.monotonic()
+            if now - self._limiter_warned_at >= LIMITER_WARNING_SECONDS:
+                self._limiter_warned_at = now
+                log.warning("rate limiter unavailable; tenants go unlimited", exc_info=True)
             return
         if not decision.allowed:
             self.metrics.rate_limited.inc()

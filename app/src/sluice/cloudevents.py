@@ -96,6 +96,9 @@ class Limits:
     max_event_bytes: int = 256 * 1024
     max_request_bytes: int = 5 * 1024 * 1024
     max_batch_events: int = 1000
+    #: How far in the future an event's ``time`` may lie (senders' clocks run ahead a little).
+    #: Further is refused: the row would land beyond the time partitions made ahead.
+    max_clock_skew_seconds: int = 3600
 
     def __post_init__(self) -> None:
         for limit in fields(self):
@@ -291,6 +294,8 @@ def _event(
     subject = _optional_string(where, "subject", attributes.pop("subject", None))
     raw_time = attributes.pop("time", None)
     time = None if raw_time is None else _timestamp(where, raw_time)
+    if time is not None:
+        _not_in_the_future(where, time, limits.max_clock_skew_seconds)
     datacontenttype = _optional_string(
         where, "datacontenttype", attributes.pop("datacontenttype", None)
     )
@@ -405,6 +410,17 @@ def _timestamp(where: str, value: Any) -> datetime:
         return moment.astimezone(UTC)
     except (ValueError, OverflowError) as error:
         _invalid(where, "time", f"is not a valid date and time: {text!r} ({error})")
+
+
+def _not_in_the_future(where: str, moment: datetime, skew_seconds: int) -> None:
+    ahead = (moment - datetime.now(UTC)).total_seconds()
+    if ahead > skew_seconds:
+        _invalid(
+            where,
+            "time",
+            f"lies {ahead:.0f} s in the future, more than the {skew_seconds} s of clock skew "
+            "allowed: send the time the event occurred, from a synchronised clock",
+        )
 
 
 def _utc_offset(text: str) -> timezone:

@@ -31,12 +31,13 @@ The variables (``*`` = required):
 ``SLUICE_POSTGRES_DB``                ``sluice``
 ``SLUICE_POSTGRES_SSLMODE``           libpq ``sslmode`` (``require``)
 ``SLUICE_POSTGRES_WRITER_USER``       ``sluice_writer`` (owns the tables; the processor writes)
-``SLUICE_POSTGRES_WRITER_PASSWORD`` * its password
+``SLUICE_POSTGRES_WRITER_PASSWORD``   its password (the processor, ``migrate``, ``keys``)
 ``SLUICE_POSTGRES_READER_USER``       ``sluice_reader`` (the query API and key lookups)
-``SLUICE_POSTGRES_READER_PASSWORD`` * its password
+``SLUICE_POSTGRES_READER_PASSWORD``   its password (the API, ``replay``); one of the two at least
 ``SLUICE_MAX_EVENT_BYTES``            262144 (256 KiB, one event as JSON)
 ``SLUICE_MAX_REQUEST_BYTES``          5242880 (5 MiB, one request body)
 ``SLUICE_MAX_BATCH_EVENTS``           1000 (events in one batch request)
+``SLUICE_MAX_CLOCK_SKEW_SECONDS``     3600: how far in the future an event's ``time`` may lie
 ``SLUICE_RATE_LIMIT_REQUESTS``        10000 requests per tenant per window (DESIGN.md)
 ``SLUICE_RATE_LIMIT_WINDOW_SECONDS``  60
 ``SLUICE_API_KEY_CACHE_SECONDS``      10: how long a verified API key is trusted without a new
@@ -138,12 +139,29 @@ class PostgresSettings:
 
     @property
     def writer_dsn(self) -> str:
-        """libpq conninfo of the writer role (contains its password: never log it)."""
+        """libpq conninfo of the writer role (contains its password: never log it). Raises
+        ConfigError naming the variable when this process was given no writer password (the
+        API's env file holds only the reader's)."""
+        if not self.writer_password:
+            raise ConfigError(
+                [
+                    f"{PREFIX}POSTGRES_WRITER_PASSWORD is not set but is required "
+                    "(the processor, migrate and keys write as the writer role)"
+                ]
+            )
         return self._dsn(self.writer_user, self.writer_password)
 
     @property
     def reader_dsn(self) -> str:
-        """libpq conninfo of the reader role (contains its password: never log it)."""
+        """libpq conninfo of the reader role (contains its password: never log it); ConfigError
+        naming the variable without a reader password."""
+        if not self.reader_password:
+            raise ConfigError(
+                [
+                    f"{PREFIX}POSTGRES_READER_PASSWORD is not set but is required "
+                    "(the API and replay read as the reader role)"
+                ]
+            )
         return self._dsn(self.reader_user, self.reader_password)
 
     def _dsn(self, user: str, password: str) -> str:
@@ -287,10 +305,14 @@ class _Reader:
         database = self.text("POSTGRES_DB", "sluice")
         sslmode = self.choice("POSTGRES_SSLMODE", "require", POSTGRES_SSLMODES)
         writer_user = self.text("POSTGRES_WRITER_USER", "sluice_writer")
-        writer_password = self.required("POSTGRES_WRITER_PASSWORD")
+        writer_password = self.optional("POSTGRES_WRITER_PASSWORD")
         reader_user = self.text("POSTGRES_READER_USER", "sluice_reader")
-        reader_password = self.required("POSTGRES_READER_PASSWORD")
-        if host is None or writer_password is None or reader_password is None:
+        reader_password = self.optional("POSTGRES_READER_PASSWORD")
+        if writer_password is None and reader_password is None:
+            why = "one role's password at least: the API reads as the reader, the processor writes"
+            self.missing("POSTGRES_WRITER_PASSWORD", why)
+            self.missing("POSTGRES_READER_PASSWORD", why)
+        if host is None or (writer_password is None and reader_password is None):
             return None
         return PostgresSettings(
             host=host,
@@ -357,13 +379,16 @@ class _Reader:
         event = self.integer("MAX_EVENT_BYTES", defaults.max_event_bytes, low=1024)
         request = self.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes, low=1024)
         batch = self.integer("MAX_BATCH_EVENTS", defaults.max_batch_events, low=1, high=100_000)
+        skew = self.integer(
+            "MAX_CLOCK_SKEW_SECONDS", defaults.max_clock_skew_seconds, low=1, high=7 * 86_400
+        )
         if request < event:
             self.problem(
                 "MAX_REQUEST_BYTES",
                 str(request),
                 f"at least SLUICE_MAX_EVENT_BYTES ({event}), or no single event could be sent",
             )
-        return Limits(event, request, batch)
+        return Limits(event, request, batch, skew)
 
     # Readers of one variable. Each returns a usable value even after recording a problem, so
     # the caller can go on and report the next variable too.

@@ -40,6 +40,56 @@ RATE_LIMIT_FUNCTION = "sluice_rate_limit"
 AGGREGATES_READ_FUNCTION = "sluice_aggregates_read"
 
 
+_FUNCTION_CALLS = frozenset({"FCALL", "FCALL_RO"})
+
+
+def function_call_keys(args: Sequence[Any]) -> Sequence[Any] | None:
+    """The KEYS of ``FCALL``/``FCALL_RO <function> <numkeys> <key>...`` from the command itself;
+    None for any other command or a call without keys.
+
+    redis-py finds the slot of a command with "movable" keys, FCALL among them, by asking the
+    server (``COMMAND GETKEYS``) before every call: one more round trip per rate-limit check
+    and per FCALL in a pipeline. The keys' position is fixed by FCALL's syntax, so the clients
+    below read them here as redis-py already does for EVAL."""
+    if len(args) < 4 or str(args[0]).upper() not in _FUNCTION_CALLS:
+        return None
+    try:
+        count = int(args[2])
+    except (TypeError, ValueError):
+        return None
+    keys = args[3 : 3 + count]
+    return keys if count > 0 and len(keys) == count else None
+
+
+def _function_call_slot(client: Any, args: Sequence[Any]) -> int | None:
+    keys = function_call_keys(args)
+    if keys is None:
+        return None
+    slots = {client.keyslot(key) for key in keys}
+    return slots.pop() if len(slots) == 1 else None  # a cross-slot call: redis-py's error
+
+
+class _AsyncCluster(async_cluster.RedisCluster):
+    """redis-py's asyncio cluster client, routing FCALL by its own KEYS (function_call_keys)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        slot = _function_call_slot(self, (command, *args))
+        return slot if slot is not None else await super()._determine_slot(command, *args)
+
+
+class _SyncCluster(sync_cluster.RedisCluster):
+    """redis-py's cluster client, routing FCALL by its own KEYS, in its pipelines too."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        slot = _function_call_slot(self, args)
+        return slot if slot is not None else super().determine_slot(*args)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.determine_slot = self.determine_slot  # the pipeline asks its own determine_slot
+        return pipe
+
+
 def _nodes(settings: RedisSettings) -> list[tuple[str, int]]:
     return [(host, int(port)) for host, port in settings.startup_nodes]
 
@@ -95,7 +145,7 @@ class RedisApi:
 
     def __init__(self, settings: RedisSettings, limit: int, window_seconds: int) -> None:
         self.limit, self.window_ms = limit, window_seconds * 1000
-        self.client = async_cluster.RedisCluster(
+        self.client = _AsyncCluster(
             startup_nodes=[async_cluster.ClusterNode(h, p) for h, p in _nodes(settings)],
             username=settings.username,
             password=settings.password,
@@ -163,7 +213,7 @@ class RedisProcessor:
     :class:`~sluice.replay.BucketWriter`."""
 
     def __init__(self, settings: RedisSettings, timeout: float = 10.0) -> None:
-        self.client = sync_cluster.RedisCluster(
+        self.client = _SyncCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in _nodes(settings)],
             username=settings.username,
             password=settings.password,

@@ -65,6 +65,7 @@ class _LazyPool:
 
 def build_api(settings: Settings) -> Starlette:
     """The API application with its adapters; they open and close with the server."""
+    reader_dsn = settings.postgres.reader_dsn  # a missing reader password fails here, named
     sink = KafkaSink(settings.kafka)
     redis = RedisApi(
         settings.redis, settings.rate_limit_requests, settings.rate_limit_window_seconds
@@ -84,7 +85,7 @@ def build_api(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        pool.pool = await store.open_pool(settings.postgres.reader_dsn, max_size=8)
+        pool.pool = await store.open_pool(reader_dsn, max_size=8)
         sink.start()
         log.info("sluice api ready to serve on %s:%s", settings.bind_host, settings.bind_port)
         try:

@@ -3,6 +3,7 @@ The adapters themselves run against the lab's Kafka, Redis and PostgreSQL in the
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,3 +163,29 @@ def test_a_kafka_failure_is_a_503_naming_the_error_not_the_brokers() -> None:
 
     assert _error_name(KafkaException(KafkaError(KafkaError._TRANSPORT))) == "_TRANSPORT"
     assert _error_name(KafkaException("text")) == "KafkaException"
+
+
+def test_function_calls_are_routed_by_their_own_keys_without_asking_the_server() -> None:
+    from redis.connection import Encoder
+    from redis.crc import key_slot
+
+    from sluice.redis_io import _AsyncCluster, _SyncCluster, function_call_keys
+
+    assert function_call_keys(("FCALL", "f", 2, "sluice:{t}:a", "sluice:{t}:b", "x")) == (
+        "sluice:{t}:a",
+        "sluice:{t}:b",
+    )
+    assert function_call_keys(("FCALL_RO", "f", "1", "k")) == ("k",)
+    for other in (("GET", "k"), ("FCALL", "f", 0, "x"), ("FCALL", "f", 3, "k"), ("FCALL", "f")):
+        assert function_call_keys(other) is None, other
+
+    client = _SyncCluster.__new__(_SyncCluster)  # no connection: asking a server would fail
+    client.encoder = Encoder("utf-8", "strict", False)
+    expected = key_slot(b"{tenant-1}")
+    assert client.determine_slot("FCALL", "sluice_aggregate", 1, "sluice:{tenant-1}:agg") == (
+        expected
+    )
+    async_client = _AsyncCluster.__new__(_AsyncCluster)
+    async_client.encoder = client.encoder
+    slot = asyncio.run(async_client._determine_slot("FCALL", "f", 1, "sluice:{tenant-1}:rl", "9"))
+    assert slot == expected

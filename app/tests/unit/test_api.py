@@ -230,10 +230,15 @@ def test_a_spent_budget_is_429_with_retry_after(service: Service) -> None:
     assert post(service, structured(event()), key=service.key_b).status_code == 202
 
 
-def test_the_limiter_being_down_does_not_stop_ingestion(service: Service) -> None:
+def test_the_limiter_being_down_does_not_stop_ingestion(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     service.limiter.down = True
-    assert post(service, structured(event())).status_code == 202
-    assert "sluice_rate_limiter_errors_total 1.0" in service.client.get("/metrics").text
+    for _ in range(3):
+        assert post(service, structured(event())).status_code == 202
+    assert "sluice_rate_limiter_errors_total 3.0" in service.client.get("/metrics").text
+    warnings = [r for r in caplog.records if "rate limiter unavailable" in r.getMessage()]
+    assert len(warnings) == 1  # one warning per LIMITER_WARNING_SECONDS, not one per request
 
 
 def test_an_oversized_content_length_is_refused_before_reading(service: Service) -> None:

@@ -982,3 +982,16 @@ def test_an_event_with_a_naive_time_cannot_be_built() -> None:
 def test_an_event_with_data_and_data_base64_cannot_be_built() -> None:
     with pytest.raises(ValueError, match="data or data_base64, not both"):
         Event(id="1", source="/s", type="t", data={}, data_base64="")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_time_beyond_the_allowed_clock_skew_is_rejected(mode: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def stamp(delta: timedelta) -> str:
+        return (datetime.now(UTC) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    limits = Limits(max_clock_skew_seconds=600)
+    assert send(mode, minimal(time=stamp(timedelta(minutes=5))), limits=limits).time is not None
+    detail = rejected(mode, minimal(time=stamp(timedelta(hours=2))), limits=limits)
+    assert detail.startswith("attribute 'time' lies ") and "600 s of clock skew" in detail

@@ -220,3 +220,14 @@ def test_symmetric_algorithms_are_refused_in_code_too() -> None:
 )
 def test_oidc_mistakes_are_named(changes: dict[str, str], expected: str) -> None:
     assert expected in problems(**changes)
+
+
+def test_each_process_needs_only_its_own_database_password() -> None:
+    api = Settings.from_env(environment(SLUICE_POSTGRES_WRITER_PASSWORD=None))
+    assert "password=" in api.postgres.reader_dsn
+    with pytest.raises(ConfigError, match="SLUICE_POSTGRES_WRITER_PASSWORD is not set"):
+        api.postgres.writer_dsn  # noqa: B018
+    processor = Settings.from_env(environment(SLUICE_POSTGRES_READER_PASSWORD=None))
+    assert "password=" in processor.postgres.writer_dsn
+    with pytest.raises(ConfigError, match="SLUICE_POSTGRES_READER_PASSWORD is not set"):
+        processor.postgres.reader_dsn  # noqa: B018
