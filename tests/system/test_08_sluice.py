@@ -311,7 +311,7 @@ def test_killing_a_processor_mid_stream_loses_and_duplicates_nothing(client):
     sent: list[str] = []
     thread = _sender(client, auth, batches=60, size=50, failures=failures, sent=sent, pause=0.05)
     wait_for("the stream to start", lambda: len(sent) >= 500, timeout=60)
-    ssh("app", "sudo -n systemctl kill --signal=SIGKILL sluice-processor@1.service")
+    ssh("app", "sudo -n systemctl kill --signal=SIGKILL sluice-processor@9501.service")
     thread.join(timeout=300)
     assert not failures, failures[:5]
     assert len(sent) == 3000
@@ -321,7 +321,7 @@ def test_killing_a_processor_mid_stream_loses_and_duplicates_nothing(client):
     rows = stored_ids(tenant)
     assert len(rows) == len(set(rows)) == len(sent)
     assert set(rows) == set(sent)
-    restarted = ssh("app", "systemctl show --property=NRestarts sluice-processor@1.service")
+    restarted = ssh("app", "systemctl show --property=NRestarts sluice-processor@9501.service")
     assert restarted.stdout.strip() != "NRestarts=0"  # systemd brought the killed one back
     # The counters never count an event twice; counts a killed processor had not yet written
     # to Redis are rebuilt from PostgreSQL by `sluice replay aggregates`.

@@ -6,6 +6,7 @@ Runs on every host; the checks skip on hosts outside groups sluice_api and sluic
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_api_instances_listen_on_loopback_only(api_host):
                 assert socket.startswith("tcp://127.0.0.1:"), socket
 
 
-def test_processors_run_in_the_consumer_group(processor_host):
+def test_processors_run_and_report_their_consumer_lag(processor_host):
     units = processor_host.check_output(
         "systemctl list-units --plain --no-legend --state=active 'sluice-processor@*'"
     )
@@ -74,6 +75,28 @@ def test_processors_run_in_the_consumer_group(processor_host):
         unit = line.split()[0]
         restarts = processor_host.check_output(f"systemctl show --property=NRestarts {unit}")
         assert restarts == "NRestarts=0", (unit, restarts)
+        port = int(unit.split("@")[1].split(".")[0])
+        # librdkafka reports every 15 s; a member with partitions has a lag series for each
+        metrics = ""
+        for _ in range(25):
+            metrics = processor_host.check_output(f"curl -sf http://127.0.0.1:{port}/metrics")
+            if "sluice_processor_consumer_lag{" in metrics:
+                break
+            time.sleep(2)
+        assert "sluice_processor_batches_total" in metrics
+        assert "sluice_processor_consumer_lag{" in metrics, f"no lag reported by {unit}"
+
+
+def test_api_instances_serve_their_metrics(api_host):
+    vars_ = _vars(api_host)
+    offset = int(vars_.get("sluice_api_metrics_port_base", 9400)) - 8100
+    units = api_host.check_output(
+        "systemctl list-units --plain --no-legend --state=active 'sluice-api@*'"
+    )
+    for line in units.splitlines():
+        port = int(line.split()[0].split("@")[1].split(".")[0])
+        metrics = api_host.check_output(f"curl -sf http://127.0.0.1:{port + offset}/metrics")
+        assert "sluice_http_requests_total" in metrics, port
 
 
 def test_settings_are_readable_by_root_and_the_service_only(host):

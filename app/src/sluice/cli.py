@@ -30,11 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run one API instance (SLUICE_BIND_HOST/PORT)")
     serve.add_argument("--port", type=int, help="overrides SLUICE_BIND_PORT")
+    _metrics_port_option(serve, "the API's metrics (as its GET /metrics)")
+    serve.add_argument(
+        "--metrics-port-offset",
+        type=int,
+        metavar="N",
+        help="serve the metrics on --port + N instead (one unit template for N instances)",
+    )
     serve.set_defaults(run=_serve)
 
-    commands.add_parser("process", help="run one processor (consumer group member)").set_defaults(
-        run=_process
-    )
+    process = commands.add_parser("process", help="run one processor (consumer group member)")
+    _metrics_port_option(process, "the processor's metrics, consumer lag included")
+    process.set_defaults(run=_process)
 
     migrate = commands.add_parser("migrate", help="bring the schema up to date (as the writer)")
     migrate.add_argument("--premake", type=int, default=7, help="days of partitions made ahead")
@@ -86,6 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _metrics_port_option(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help=f"serve {what} at http://SLUICE_METRICS_HOST:PORT/metrics (default: not served)",
+    )
+
+
+def _port(text: str) -> int:
+    """A ``--metrics-port`` argument: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number (1 to 65535)")
+    return port
+
+
 def _timestamp(text: str) -> datetime:
     """An ``--since``/``--until`` argument: ISO 8601 with a UTC offset."""
     try:
@@ -117,13 +144,23 @@ def _serve(arguments: argparse.Namespace) -> int:
     from sluice.server import serve
 
     settings = _settings()
-    return serve(settings, port=arguments.port)
+    metrics_port = arguments.metrics_port
+    if arguments.metrics_port_offset is not None:
+        if metrics_port is not None:
+            raise ValueError("give --metrics-port or --metrics-port-offset, not both")
+        metrics_port = (arguments.port or settings.bind_port) + arguments.metrics_port_offset
+        if not 1 <= metrics_port <= 65_535:
+            raise ValueError(
+                f"--metrics-port-offset {arguments.metrics_port_offset} puts the metrics on "
+                f"{metrics_port}, which is not a TCP port number (1 to 65535)"
+            )
+    return serve(settings, port=arguments.port, metrics_port=metrics_port)
 
 
-def _process(_arguments: argparse.Namespace) -> int:
+def _process(arguments: argparse.Namespace) -> int:
     from sluice.service import run_processor
 
-    return run_processor(_settings())
+    return run_processor(_settings(), metrics_port=arguments.metrics_port)
 
 
 def _migrate(arguments: argparse.Namespace) -> int:

@@ -51,11 +51,14 @@ The variables (``*`` = required):
 ``SLUICE_OIDC_LEEWAY_SECONDS``        clock skew allowed on ``exp``/``nbf``/``iat`` (30)
 ``SLUICE_BIND_HOST``                  127.0.0.1 (HAProxy in front)
 ``SLUICE_BIND_PORT``                  8081
+``SLUICE_METRICS_HOST``               0.0.0.0: address the ``--metrics-port`` server of ``serve``
+                                      and ``process`` listens on (an IP address or host name)
 ===================================== =========================================================
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -83,6 +86,8 @@ POSTGRES_SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca"
 
 _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
 _CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 
 _T = TypeVar("_T")
 
@@ -214,6 +219,7 @@ class Settings:
     api_key_cache_seconds: float = 10.0
     bind_host: str = "127.0.0.1"
     bind_port: int = 8081
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,6 +251,7 @@ class _Reader:
         key_cache = self.number("API_KEY_CACHE_SECONDS", 10.0, low=0.0, high=3600.0)
         bind_host = self.text("BIND_HOST", "127.0.0.1")
         bind_port = self.integer("BIND_PORT", 8081, low=1, high=65_535)
+        metrics_host = self.listen_address("METRICS_HOST", "0.0.0.0")
         if self.problems or kafka is None or redis is None or postgres is None:
             return None
         return Settings(
@@ -258,6 +265,7 @@ class _Reader:
             api_key_cache_seconds=key_cache,
             bind_host=bind_host,
             bind_port=bind_port,
+            metrics_host=metrics_host,
         )
 
     def _kafka(self) -> KafkaSettings | None:
@@ -418,6 +426,21 @@ class _Reader:
         if value is None:
             return default
         return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    def listen_address(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(value):
+                self.problem(
+                    name,
+                    value,
+                    "an address to listen on: 0.0.0.0 (every IPv4 interface), :: (every "
+                    "interface), one of the host's IP addresses (no brackets) or a host name",
+                )
+                return default
+        return value
 
     def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
         return self._parsed(name, default, int, "a whole number", low, high)

@@ -5,13 +5,18 @@ consumer and producer (synchronous).
 Every producer is idempotent with ``acks=all`` and lz4, and partitions by ``murmur2_random``,
 the Java clients' partitioner, so a tenant's events land on the same partition whichever client
 wrote them: per-tenant order holds across the API instances and the operations tooling.
+
+The processor's consumer lag comes from librdkafka's own statistics (``statistics.interval.ms``,
+``stats_cb``) rather than from extra metadata requests: :func:`consumer_lags` reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer as RdConsumer
@@ -24,8 +29,12 @@ from sluice.config import KafkaSettings
 from sluice.errors import Unavailable
 from sluice.processor import ConsumedRecord, Headers, TopicPartition
 
+log = logging.getLogger(__name__)
+
 #: How often the API's delivery thread serves librdkafka's callbacks.
 POLL_SECONDS = 0.05
+#: How often the processor's consumer reports its statistics (the consumer lag) when asked to.
+STATISTICS_INTERVAL_MS = 15000
 
 
 def client_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -161,23 +170,75 @@ def _retry(settings: KafkaSettings) -> int:
     return max(1, int(settings.produce_timeout_seconds))
 
 
+def consumer_lags(
+    stats_json: str, assigned: Collection[TopicPartition] | None = None
+) -> dict[TopicPartition, int]:
+    """The consumer lag per partition in a librdkafka statistics document (``topics`` ->
+    ``partitions`` -> ``consumer_lag``: the high watermark minus the committed offset),
+    restricted to ``assigned`` when given. The internal unassigned partition (-1) and unknown
+    lags (-1: nothing committed yet, or no watermark yet) are left out. librdkafka reports every
+    partition of a subscribed topic, and a partition this member no longer owns keeps its last
+    committed offset and watermark, so pass the current assignment. ValueError when the
+    document is not JSON."""
+    document = json.loads(stats_json)
+    lags: dict[TopicPartition, int] = {}
+    topics = document.get("topics") if isinstance(document, dict) else None
+    for topic, topic_stats in (topics or {}).items():
+        partitions = topic_stats.get("partitions") if isinstance(topic_stats, dict) else None
+        for partition_stats in (partitions or {}).values():
+            if not isinstance(partition_stats, dict):
+                continue
+            partition = partition_stats.get("partition")
+            lag = partition_stats.get("consumer_lag")
+            if not isinstance(partition, int) or not isinstance(lag, int):
+                continue
+            key = TopicPartition(topic, partition)
+            if partition < 0 or lag < 0 or (assigned is not None and key not in assigned):
+                continue
+            lags[key] = lag
+    return lags
+
+
 class KafkaConsumer:
     """:class:`sluice.processor.Consumer` on ``events.raw``: a member of the group
     ``sluice-processor`` with automatic commits off (the processor commits after PostgreSQL
-    and Redis succeeded)."""
+    and Redis succeeded).
 
-    def __init__(self, settings: KafkaSettings, group: str, topics: Sequence[str]) -> None:
-        self.consumer = RdConsumer(
-            client_config(settings)
-            | {
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "max.poll.interval.ms": 600000,
-            }
-        )
+    With ``on_lag``, librdkafka reports its statistics every :data:`STATISTICS_INTERVAL_MS`,
+    served during :meth:`poll_batch`, and ``on_lag`` receives the lag of every assigned
+    partition whose lag is known (:func:`consumer_lags`)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group: str,
+        topics: Sequence[str],
+        on_lag: Callable[[Mapping[TopicPartition, int]], None] | None = None,
+    ) -> None:
+        config = client_config(settings) | {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "max.poll.interval.ms": 600000,
+        }
+        self._on_lag = on_lag
+        if on_lag is not None:
+            config |= {"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self._stats}
+        self.consumer = RdConsumer(config)
         self.consumer.subscribe(list(topics))
+
+    def _stats(self, stats_json: str) -> None:
+        """librdkafka's statistics callback. An exception raised here would surface from
+        ``consume()`` and stop the processor, so a failure is logged and the report skipped."""
+        assert self._on_lag is not None
+        try:
+            assigned = {TopicPartition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            self._on_lag(consumer_lags(stats_json, assigned))
+        except Exception:
+            log.warning(
+                "could not read the consumer lag from librdkafka's statistics", exc_info=True
+            )
 
     def poll_batch(self, max_records: int, timeout: float) -> list[ConsumedRecord]:
         records: list[ConsumedRecord] = []

@@ -82,6 +82,7 @@ from sluice.apikeys import validate_tenant
 from sluice.cloudevents import STRUCTURED_MEDIA_TYPE, Event, Limits, parse_request
 from sluice.enrich import Enricher
 from sluice.errors import ApiError
+from sluice.metrics import ProcessorMetrics
 from sluice.store import EventRow, RowKey, UnstorableRow, event_row, unstorable_reason
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,8 @@ class ProcessorConfig:
 
 @dataclass
 class ProcessorStats:
-    """Running totals since start, for logs and the metrics endpoint."""
+    """Running totals since start, for logs and the metrics endpoint (each field is a
+    ``sluice_processor_*_total`` counter: :data:`sluice.metrics.STATS_COUNTERS`)."""
 
     batches: int = 0
     records: int = 0
@@ -489,7 +491,8 @@ class Processor:
     """The batch loop over the adapters; :meth:`run` until :meth:`stop`.
 
     ``clock`` is the monotonic clock of the enrichment cache; ``wait(seconds)`` sleeps between
-    retries, by default in short slices that end as soon as a stop is requested.
+    retries, by default in short slices that end as soon as a stop is requested; ``metrics``
+    (default: a registry of its own) exposes :attr:`stats` and times every batch.
     """
 
     def __init__(
@@ -506,9 +509,12 @@ class Processor:
         config: ProcessorConfig | None = None,
         clock: Callable[[], float] = _time.monotonic,
         wait: Callable[[float], object] | None = None,
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         self.config = config if config is not None else ProcessorConfig()
         self.stats = ProcessorStats()
+        self.metrics = metrics if metrics is not None else ProcessorMetrics()
+        self.metrics.follow(self.stats)
         self._consumer = consumer
         self._writer = writer
         self._aggregator = aggregator
@@ -560,6 +566,13 @@ class Processor:
         be redelivered."""
         if not records:
             return True
+        started = _time.perf_counter()
+        try:
+            return self._process(records)
+        finally:
+            self.metrics.observe_batch(len(records), _time.perf_counter() - started)
+
+    def _process(self, records: Sequence[Record]) -> bool:
         self.stats.batches += 1
         self.stats.records += len(records)
         self._stream_minute = max(

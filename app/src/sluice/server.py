@@ -6,6 +6,9 @@ health check takes it out of rotation), keeps serving for ``SLUICE_DRAIN_SECONDS
 check notices, then stops accepting connections, finishes the requests in flight (each waits at
 most its produce timeout for Kafka) and closes its clients. The rolling restart drains the
 instance in HAProxy before it signals it, so in practice no request arrives during the grace.
+
+``--metrics-port`` serves the API's registry (what ``GET /metrics`` answers on loopback) on
+``SLUICE_METRICS_HOST`` too, for a Prometheus on another host.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from types import FrameType
 
 import uvicorn
 
+from sluice.api import Metrics
 from sluice.config import Settings
+from sluice.metrics import serve_metrics
 from sluice.service import build_api
 
 log = logging.getLogger("sluice.server")
@@ -51,10 +56,15 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, port: int | None = None) -> int:
-    """Run the API until SIGTERM/SIGINT; 0 after a drained stop."""
+def serve(settings: Settings, port: int | None = None, metrics_port: int | None = None) -> int:
+    """Run the API until SIGTERM/SIGINT; 0 after a drained stop. With ``metrics_port``, the
+    API's metrics are also served there, bound before anything else so a port in use fails the
+    start."""
     drain = float(os.environ.get("SLUICE_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS))
-    app = build_api(settings)
+    metrics = Metrics()
+    if metrics_port is not None:
+        serve_metrics(metrics.registry, metrics_port, settings.metrics_host)
+    app = build_api(settings, metrics)
     config = uvicorn.Config(
         app,
         host=settings.bind_host,

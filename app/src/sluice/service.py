@@ -25,6 +25,7 @@ from sluice.api import Metrics, create_app
 from sluice.config import Settings
 from sluice.enrich import Enricher
 from sluice.kafka_io import KafkaConsumer, KafkaProducer, KafkaSink
+from sluice.metrics import ProcessorMetrics, serve_metrics
 from sluice.processor import Processor, ProcessorConfig, stop_on_signals
 from sluice.queries import StoreQuery
 from sluice.redis_io import RedisApi, RedisProcessor
@@ -63,8 +64,9 @@ class _LazyPool:
         return self.pool.connection(*args, **kwargs)
 
 
-def build_api(settings: Settings) -> Starlette:
-    """The API application with its adapters; they open and close with the server."""
+def build_api(settings: Settings, metrics: Metrics | None = None) -> Starlette:
+    """The API application with its adapters; they open and close with the server. ``metrics``
+    (default: a fresh registry) is what ``GET /metrics`` serves."""
     reader_dsn = settings.postgres.reader_dsn  # a missing reader password fails here, named
     sink = KafkaSink(settings.kafka)
     redis = RedisApi(
@@ -80,7 +82,7 @@ def build_api(settings: Settings) -> Starlette:
         StoreQuery(events, redis),
         redis,
         ServiceHealth(sink, redis, events),
-        Metrics(),
+        metrics if metrics is not None else Metrics(),
     )
 
     @contextlib.asynccontextmanager
@@ -126,13 +128,22 @@ class SyncEventWriter:
         self._runner.close()
 
 
-def run_processor(settings: Settings, config: ProcessorConfig | None = None) -> int:
-    """``sluice process``: consume ``events.raw`` until SIGTERM; 0 after a clean stop."""
+def run_processor(
+    settings: Settings, config: ProcessorConfig | None = None, metrics_port: int | None = None
+) -> int:
+    """``sluice process``: consume ``events.raw`` until SIGTERM; 0 after a clean stop. With
+    ``metrics_port``, its metrics are served there (bound before any client connects, so a
+    port in use fails the start) and the consumer reports its lag."""
     config = config or ProcessorConfig()
+    metrics = ProcessorMetrics()
+    on_lag = None
+    if metrics_port is not None:
+        serve_metrics(metrics.registry, metrics_port, settings.metrics_host)
+        on_lag = metrics.set_consumer_lag
     writer = SyncEventWriter(settings.postgres.writer_dsn)
     redis = RedisProcessor(settings.redis)
     producer = KafkaProducer(settings.kafka)
-    consumer = KafkaConsumer(settings.kafka, PROCESSOR_GROUP, [config.topics.raw])
+    consumer = KafkaConsumer(settings.kafka, PROCESSOR_GROUP, [config.topics.raw], on_lag=on_lag)
     processor = Processor(
         consumer,
         writer,
@@ -142,6 +153,7 @@ def run_processor(settings: Settings, config: ProcessorConfig | None = None) -> 
         producer,
         Enricher(writer.customers),
         config=config,
+        metrics=metrics,
     )
     stop_on_signals(processor, (signal.SIGTERM, signal.SIGINT))
     try:

@@ -56,6 +56,7 @@ def test_a_minimal_environment_gets_the_designed_defaults() -> None:
     assert settings.limits.max_request_bytes == 5 * 1024 * 1024
     assert settings.oidc is None
     assert (settings.bind_host, settings.bind_port) == ("127.0.0.1", 8081)
+    assert settings.metrics_host == "0.0.0.0"
 
 
 def test_secrets_never_appear_in_repr() -> None:
@@ -120,6 +121,10 @@ def test_every_missing_requirement_is_reported_at_once() -> None:
         ("SLUICE_RATE_LIMIT_WINDOW_SECONDS", "1.5", "whole number"),
         ("SLUICE_API_KEY_CACHE_SECONDS", "-1", "from 0.0 to 3600"),
         ("SLUICE_BIND_PORT", "0", "from 1 to 65535"),
+        ("SLUICE_METRICS_HOST", "10.77.0.12:9100", "an address to listen on"),
+        ("SLUICE_METRICS_HOST", "[::]", "no brackets"),
+        ("SLUICE_METRICS_HOST", "http://monitor", "an address to listen on"),
+        ("SLUICE_METRICS_HOST", "-stream-", "a host name"),
         ("SLUICE_KAFKA_CA_FILE", "/nonexistent/ca.pem", "readable PEM file"),
     ],
 )
@@ -231,3 +236,8 @@ def test_each_process_needs_only_its_own_database_password() -> None:
     assert "password=" in processor.postgres.writer_dsn
     with pytest.raises(ConfigError, match="SLUICE_POSTGRES_READER_PASSWORD is not set"):
         processor.postgres.reader_dsn  # noqa: B018
+
+
+@pytest.mark.parametrize("host", ["10.77.0.12", "::", "fd00::12", "127.0.0.1", "stream-1.lab"])
+def test_the_metrics_host_takes_an_address_or_a_host_name(host: str) -> None:
+    assert Settings.from_env(environment(SLUICE_METRICS_HOST=host)).metrics_host == host

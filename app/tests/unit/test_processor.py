@@ -472,6 +472,66 @@ def test_a_failed_commit_is_survived_and_the_loop_goes_on() -> None:
     assert h.processor.stats.commit_failures == 1
 
 
+# --- Metrics ---------------------------------------------------------------------------------
+
+
+def test_a_run_is_counted_in_the_processor_metrics() -> None:
+    first = [record(0), record(1, b"not json"), record(2, event_json(0))]
+    redelivered = [record(0)]
+    h = harness(first, redelivered)
+    h.postgres.failures = [ConnectionError("server closed the connection")]
+    h.redis.publish_failures = [ConnectionError("MOVED")]
+    h.consumer.commit_failures = 1
+
+    assert h.processor.run() == 0
+
+    sample = h.processor.metrics.registry.get_sample_value
+    assert {
+        name: sample(f"sluice_processor_{name}_total")
+        for name in (
+            "batches",
+            "records",
+            "inserted_rows",
+            "already_stored",
+            "duplicates_in_batch",
+            "dead_lettered",
+            "anomalies",
+            "retries",
+            "publish_failures",
+            "commit_failures",
+            "abandoned_batches",
+        )
+    } == {
+        "batches": 2,
+        "records": 4,
+        "inserted_rows": 1,
+        "already_stored": 1,
+        "duplicates_in_batch": 1,
+        "dead_lettered": 1,
+        "anomalies": 0,
+        "retries": 1,
+        "publish_failures": 1,
+        "commit_failures": 1,
+        "abandoned_batches": 0,
+    }
+    assert sample("sluice_processor_batch_records_count") == 2
+    assert sample("sluice_processor_batch_records_sum") == 4
+    assert sample("sluice_processor_batch_records_bucket", {"le": "1.0"}) == 1
+    assert sample("sluice_processor_batch_duration_seconds_count") == 2
+
+
+def test_an_abandoned_batch_is_counted_and_timed() -> None:
+    h = harness([record(0)])
+    h.redis.apply_failures = [ConnectionError("CLUSTERDOWN")] * 100
+    h.on_wait = h.processor.stop
+    h.processor.run()
+
+    sample = h.processor.metrics.registry.get_sample_value
+    assert sample("sluice_processor_abandoned_batches_total") == 1
+    assert sample("sluice_processor_inserted_rows_total") == 1
+    assert sample("sluice_processor_batch_duration_seconds_count") == 1
+
+
 # --- Idempotence -----------------------------------------------------------------------------
 
 
@@ -655,6 +715,7 @@ def test_an_anomaly_is_produced_and_stored_in_redis() -> None:
     assert h.redis.strings["sluice:{acme}:anomaly:order.created"] == alert.value
     assert h.log[-4:] == ["publish", "store", "flush", "commit"]
     assert h.processor.stats.anomalies == 1
+    assert h.processor.metrics.registry.get_sample_value("sluice_processor_anomalies_total") == 1
 
 
 def test_anomalies_count_by_the_kafka_timestamp_not_the_event_time() -> None:
