@@ -175,11 +175,13 @@ def consumer_lags(
 ) -> dict[TopicPartition, int]:
     """The consumer lag per partition in a librdkafka statistics document (``topics`` ->
     ``partitions`` -> ``consumer_lag``: the high watermark minus the committed offset),
-    restricted to ``assigned`` when given. The internal unassigned partition (-1) and unknown
-    lags (-1: nothing committed yet, or no watermark yet) are left out. librdkafka reports every
-    partition of a subscribed topic, and a partition this member no longer owns keeps its last
-    committed offset and watermark, so pass the current assignment. ValueError when the
-    document is not JSON."""
+    restricted to ``assigned`` when given. A partition the group never committed on reports -1;
+    this member starts it at the low watermark (``auto.offset.reset=earliest``), so its lag is
+    the last stable (or high) watermark minus how far it has read, or minus the low watermark.
+    The internal unassigned partition (-1) and lags still unknown (no watermarks) are left out.
+    librdkafka reports every partition of a subscribed topic, and a partition this member no
+    longer owns keeps its last committed offset and watermark, so pass the current assignment.
+    ValueError when the document is not JSON."""
     document = json.loads(stats_json)
     lags: dict[TopicPartition, int] = {}
     topics = document.get("topics") if isinstance(document, dict) else None
@@ -193,10 +195,27 @@ def consumer_lags(
             if not isinstance(partition, int) or not isinstance(lag, int):
                 continue
             key = TopicPartition(topic, partition)
+            if lag < 0:
+                lag = _never_committed_lag(partition_stats)
             if partition < 0 or lag < 0 or (assigned is not None and key not in assigned):
                 continue
             lags[key] = lag
     return lags
+
+
+def _never_committed_lag(stats: dict) -> int:
+    """The lag of a partition without a committed offset (see :func:`consumer_lags`); -1 when
+    the watermarks are not known yet either."""
+    committed, low = stats.get("committed_offset"), stats.get("lo_offset")
+    high = stats.get("ls_offset")
+    if not isinstance(high, int) or high < 0:
+        high = stats.get("hi_offset")
+    numbers = (committed, low, high)
+    if not all(isinstance(n, int) for n in numbers) or committed >= 0 or low < 0 or high < low:
+        return -1
+    position = stats.get("app_offset")  # how far this member has read, before any commit
+    start = position if isinstance(position, int) and low <= position <= high else low
+    return high - start
 
 
 class KafkaConsumer:

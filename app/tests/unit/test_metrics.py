@@ -67,8 +67,9 @@ def _partition(number: int, *, lag: int, committed: int, hi: int) -> dict[str, A
 
 
 #: An excerpt of a processor's statistics (librdkafka 2.x field names and shapes): partitions 0
-#: and 3 assigned and committed, 7 assigned but nothing committed yet, 12 revoked earlier (its
-#: last committed offset and watermark still reported), -1 the internal UA partition.
+#: and 3 assigned and committed, 7 assigned but nothing committed yet (310 retained: its lag),
+#: 9 assigned without watermarks yet, 12 revoked earlier (its last committed offset and
+#: watermark still reported), -1 the internal UA partition.
 STATS = json.dumps(
     {
         "name": "rdkafka#consumer-1",
@@ -110,6 +111,7 @@ STATS = json.dumps(
                     "0": _partition(0, lag=42, committed=1958, hi=2000),
                     "3": _partition(3, lag=0, committed=775, hi=775),
                     "7": _partition(7, lag=-1, committed=-1001, hi=310),
+                    "9": _partition(9, lag=-1, committed=-1001, hi=-1001),
                     "12": _partition(12, lag=9000, committed=1000, hi=10000),
                     "-1": _partition(-1, lag=-1, committed=-1001, hi=-1001),
                 },
@@ -126,7 +128,7 @@ STATS = json.dumps(
         },
     }
 )
-ASSIGNED = {TopicPartition(RAW, 0), TopicPartition(RAW, 3), TopicPartition(RAW, 7)}
+ASSIGNED = {TopicPartition(RAW, p) for p in (0, 3, 7, 9)}
 
 
 # --- The lag in librdkafka's statistics ------------------------------------------------------
@@ -136,6 +138,7 @@ def test_the_lag_of_every_assigned_partition_with_a_known_lag_is_read() -> None:
     assert consumer_lags(STATS, ASSIGNED) == {
         TopicPartition(RAW, 0): 42,
         TopicPartition(RAW, 3): 0,
+        TopicPartition(RAW, 7): 310,  # never committed: everything retained is behind
     }
 
 
@@ -143,6 +146,7 @@ def test_without_an_assignment_every_known_lag_is_read_but_never_the_ua_partitio
     assert consumer_lags(STATS) == {
         TopicPartition(RAW, 0): 42,
         TopicPartition(RAW, 3): 0,
+        TopicPartition(RAW, 7): 310,
         TopicPartition(RAW, 12): 9000,
     }
 
@@ -220,7 +224,7 @@ def test_the_statistics_callback_reports_the_lag_of_the_current_assignment(
     with caplog.at_level(logging.WARNING, logger="sluice.kafka_io"):
         fake.config["stats_cb"]("{not json")  # must not raise out of consume()
 
-    assert reported == [{TopicPartition(RAW, 0): 42}]
+    assert reported == [{TopicPartition(RAW, 0): 42, TopicPartition(RAW, 7): 310}]
     assert "consumer lag" in caplog.text
 
 
@@ -302,3 +306,9 @@ def test_a_port_in_use_fails_with_the_address_and_the_fix() -> None:
     message = str(raised.value)
     assert f"127.0.0.1:{port}" in message
     assert "--metrics-port" in message
+
+
+def test_a_never_committed_partition_counts_from_how_far_the_member_has_read() -> None:
+    read = {**_partition(5, lag=-1, committed=-1001, hi=310), "app_offset": 100}
+    document = json.dumps({"topics": {RAW: {"partitions": {"5": read}}}})
+    assert consumer_lags(document) == {TopicPartition(RAW, 5): 210}
