@@ -375,3 +375,22 @@ def test_haproxy_sends_no_request_to_an_instance_that_is_not_ready(client):
         ssh("app", "sudo -n systemctl start sluice-api@8101.service")
         status = "sudo -n /usr/local/sbin/sluice-haproxy ready api8101 --timeout 60"
         assert json.loads(ssh("app", status).stdout)["done"]
+
+
+def test_with_no_instance_ready_haproxy_answers_503_json_with_retry_after(client):
+    _, auth = tenant_and_key("all-down")
+    ssh("app", "sudo -n systemctl stop sluice-api@8101.service sluice-api@8102.service")
+    try:
+        wait_for(
+            "HAProxy to see both instances down",
+            lambda: post_batch(client, auth, [event()]).status_code == 503,
+            timeout=30,
+        )
+        reply = post_batch(client, auth, [event()])
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.json()["error"] == "unavailable" and int(reply.headers["retry-after"]) >= 1
+    finally:
+        ssh("app", "sudo -n systemctl start sluice-api@8101.service sluice-api@8102.service")
+        for port in (8101, 8102):
+            ready = f"sudo -n /usr/local/sbin/sluice-haproxy ready api{port} --timeout 60"
+            assert json.loads(ssh("app", ready).stdout)["done"]

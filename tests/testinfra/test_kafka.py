@@ -75,7 +75,10 @@ def probe_report(first_kafka_host) -> dict:
             for user in ("admin", "sluice-producer", "sluice-processor", "monitoring")
         },
         "topic": "events.raw",
-        "group": "sluice-processor",
+        # no group: the live processors are members of sluice-processor, and a commit from
+        # outside the group's generation is refused (UnknownMemberId); their own commits
+        # exercise the group's ACL
+        "group": None,
         "run": uuid.uuid4().hex,
     }
     secret = f"/root/.sluice-test-{uuid.uuid4().hex}.json"
