@@ -14,9 +14,12 @@ export SLUICE_CACHE_DIR ?= /var/cache/sluice
 # Host packages the lab needs (Debian 12).
 HOST_PACKAGES := systemd-container debootstrap nftables apt-cacher-ng iproute2 \
 	openssh-client python3-venv git curl ca-certificates redis-server lua5.1 \
-	maven openjdk-17-jre-headless
+	maven openjdk-17-jre-headless postgresql-15 postgresql-15-partman
 # Installed for the tests and checks only: their services must not run on the host.
-HOST_SERVICES_OFF := apt-cacher-ng redis-server
+HOST_SERVICES_OFF := apt-cacher-ng redis-server postgresql
+# Keeps Debian's postgresql-15 from creating (and starting) a default cluster: the app's unit
+# tests run a throwaway server of their own (app/tests/unit/pg_server.py).
+PG_NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/sluice-no-main-cluster.conf
 
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
@@ -29,7 +32,7 @@ export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
 
 .PHONY: bench bench-redis bench-kafka bench-postgresql demo docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
-	summary lint test test-unit test-molecule test-system
+	summary lint test test-unit test-unit-quick test-fast test-role test-spread test-molecule test-system
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -41,6 +44,11 @@ host-deps: ## Install the host's apt packages and the .venv (idempotent)
 	@missing=$$(for p in $(HOST_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
+		if [ ! -e $(PG_NO_MAIN_CLUSTER) ]; then \
+			mkdir -p $(dir $(PG_NO_MAIN_CLUSTER)); \
+			echo "create_main_cluster = false  # Sluice: the tests run their own server" \
+				> $(PG_NO_MAIN_CLUSTER); \
+		fi; \
 		echo "host-deps: installing $$missing"; \
 		apt-get update -q; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
@@ -109,17 +117,45 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile)
 docs: venv ## Regenerate docs/variables.md from the roles' defaults comments
 	python -m sluice_infra.docs
 
-test-unit: venv ## Unit tests: seconds, no machines (the ops tooling, then the service in app/)
-	pytest -q tests/unit
-	cd app && pytest -q tests/unit
+test-unit: venv ## Unit tests: no machines (the ops tooling, then the service in app/)
+	pytest -q $(PYTEST_TIMING) tests/unit
+	cd app && pytest -q $(PYTEST_TIMING) tests/unit
 
-test-molecule: host-deps lab-vault ## molecule scenarios on the lab machines
+test-unit-quick: venv ## Unit tests without those that start Ansible or PostgreSQL (the quick loop)
+	pytest -q -m 'not ansible' tests/unit
+	cd app && pytest -q -m 'not postgres' tests/unit
+
+test-fast: lint test-unit ## Lint and unit tests: everything that needs no lab machine
+
+test-role: host-deps lab-vault ## One role's molecule scenario (ROLE=kafka|redis_cluster|postgresql|common|sluice)
+	@[ -n "$(ROLE)" ] || { echo "make test-role: name the scenario, e.g. ROLE=kafka ($$(ls molecule | grep -v resources | tr '\n' ' '))"; exit 2; }
+	molecule test -s $(ROLE)
+
+test-molecule: host-deps lab-vault ## Every molecule scenario, one after another (each converges its own lab)
 	molecule test --all
 
-test-system: host-deps lab-vault ## Lab up, site.yml twice (second changes nothing), testinfra, lab down
-	pytest -v tests/system
+test-spread: host-deps lab-vault ## The spread layout once: site.yml, idempotence, every testinfra check (molecule sluice)
+	molecule test -s sluice
 
-test: host-deps lint test-unit test-molecule test-system ## Everything but benchmarks (what CI runs)
+test-system: host-deps lab-vault ## The seed layout once: lab, site.yml, idempotence, check mode, testinfra, faults, service, lab down
+	pytest -v $(PYTEST_TIMING) tests/system
+
+# `make test`: lint and unit tests while the lab machines boot, then the spread layout
+# converged once (molecule), then the seed layout converged once (system tests). Each phase is
+# timed, Ansible records every task's duration (junit callback), and the report at the end
+# shows where the time went, whether the run passed or not.
+TEST_RECORD := $(LAB_STATE)/test-run
+PHASE := python -m sluice_infra.phases --record $(TEST_RECORD)/phases.tsv
+PYTEST_TIMING := --durations=30 --durations-min=1
+
+test: host-deps lab-vault ## Everything but benchmarks (what CI runs)
+	@rm -rf $(TEST_RECORD) && mkdir -p $(TEST_RECORD)/junit
+	@export ANSIBLE_CALLBACKS_ENABLED=junit JUNIT_OUTPUT_DIR=$(TEST_RECORD)/junit JUNIT_HIDE_TASK_ARGUMENTS=true; \
+	trap '$(PHASE) report --junit-dir $(TEST_RECORD)/junit' EXIT; \
+	$(PHASE) run "lint and unit tests | lab machines up" -- \
+		$(MAKE) --no-print-directory -j2 --output-sync=target test-fast lab-up && \
+	$(PHASE) run "spread layout: molecule sluice" -- $(MAKE) --no-print-directory test-spread && \
+	$(PHASE) run "seed layout: system tests" -- $(MAKE) --no-print-directory test-system
 
 bench: bench-redis bench-kafka bench-postgresql ## Benchmarks against the running lab; reports in docs/bench/
 

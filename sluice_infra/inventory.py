@@ -24,6 +24,7 @@ from typing import Any
 
 from sluice_infra import kafka_topology, postgresql_topology, redis_topology
 from sluice_infra.secrets import PLACEHOLDER, required_secrets
+from sluice_infra.settings import role_default
 
 #: Where an inventory keeps its vault, as sluice_infra.secrets.vault_path() writes it.
 VAULT_FILE = "group_vars/all/vault.yml"
@@ -147,6 +148,22 @@ def _required_groups(inventory: Inventory) -> list[str]:
                 f"all.children.{group}.hosts in hosts.yml"
             )
     return problems
+
+
+@check("shared_settings", reads=("kafka_topics",))
+def _shared_settings(inventory: Inventory) -> list[str]:
+    """Ansible skips a group_vars link that does not resolve without a word: without the
+    shared settings the firewall would open no service's port."""
+    missing = [
+        host for host in inventory.members("all") if inventory.var(host, "kafka_topics") is None
+    ]
+    if not missing:
+        return []
+    return [
+        f"{_hosts(missing)}: the shared settings did not load (kafka_topics is not set): "
+        f"group_vars/all/00-shared.yml must be a link to inventories/shared/all.yml "
+        f"(in group_vars/all: ln -sf ../../../shared/all.yml 00-shared.yml)"
+    ]
 
 
 @check("citus_coordinator")
@@ -330,11 +347,14 @@ def _vault_secrets(inventory: Inventory) -> list[str]:
 
 REDIS_GROUP = "redis_cluster"
 
-#: Ports role `common` opens on every host: variable -> (service, default). The defaults must
-#: match ansible/roles/common/defaults/main.yml (role defaults are not part of hostvars).
+#: Ports role `common` opens on every host: variable -> (service, default). The defaults are
+#: the role's own (role defaults are not part of hostvars).
 COMMON_PORTS = {
-    "common_ssh_port": ("ssh", 22),
-    "common_node_exporter_port": ("node_exporter", 9100),
+    "common_ssh_port": ("ssh", role_default("common", "common_ssh_port")),
+    "common_node_exporter_port": (
+        "node_exporter",
+        role_default("common", "common_node_exporter_port"),
+    ),
 }
 
 _REDIS_SETTINGS = (
@@ -343,9 +363,12 @@ _REDIS_SETTINGS = (
     redis_topology.REPLICAS_VAR,
     "ansible_host",
 )
-#: Where the role runs one prometheus-redis-exporter per instance: base + i. Must match
-#: ansible/roles/redis_cluster/defaults/main.yml.
-REDIS_EXPORTER_PORT_BASE = ("redis_cluster_exporter_port_base", 9121)
+#: Where the role runs one prometheus-redis-exporter per instance: base + i (default: the
+#: role's).
+REDIS_EXPORTER_PORT_BASE = (
+    "redis_cluster_exporter_port_base",
+    role_default("redis_cluster", "redis_cluster_exporter_port_base"),
+)
 _REDIS_FIX_MASTERS = f"raise {redis_topology.COUNT_VAR} or add hosts to {REDIS_GROUP}"
 
 

@@ -31,17 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice_infra.numbers import whole_number
+from sluice_infra.settings import role_default
 
 GROUP = "kafka"
 
-# The role's defaults: these must match ansible/roles/kafka/defaults/main.yml (role defaults
-# are not part of `hostvars`, so the checks and filters fall back on these).
-DEFAULT_CLIENT_PORT_BASE = 9092
-DEFAULT_INTERNAL_PORT_BASE = 9192
-DEFAULT_CONTROLLER_PORT_BASE = 9292
-DEFAULT_ROLES = ("broker", "controller")
-DEFAULT_REPLICATION_FACTOR = 3
-DEFAULT_MIN_INSYNC_REPLICAS = 2
+# The role's defaults, read from ansible/roles/kafka/defaults/main.yml (role defaults are not
+# part of `hostvars`, so the checks and filters fall back on these).
+DEFAULT_CLIENT_PORT_BASE = role_default("kafka", "kafka_client_port_base")
+DEFAULT_INTERNAL_PORT_BASE = role_default("kafka", "kafka_internal_port_base")
+DEFAULT_CONTROLLER_PORT_BASE = role_default("kafka", "kafka_controller_port_base")
+DEFAULT_ROLES = tuple(role_default("kafka", "kafka_process_roles"))
+DEFAULT_REPLICATION_FACTOR = role_default("kafka", "kafka_replication_factor")
+DEFAULT_MIN_INSYNC_REPLICAS = role_default("kafka", "kafka_min_insync_replicas")
 
 NODE_IDS_VAR = "kafka_node_ids"
 ROLES_VAR = "kafka_process_roles"

@@ -35,18 +35,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice_infra.numbers import whole_number
+from sluice_infra.settings import role_default
 
 COORDINATOR_GROUP = "citus_coordinator"
 WORKERS_GROUP = "citus_workers"
 DATABASE = "sluice"
 
-# The roles' defaults: these must match ansible/roles/postgresql/defaults/main.yml and
+# The roles' defaults, read from ansible/roles/postgresql/defaults/main.yml and
 # ansible/roles/citus/defaults/main.yml (role defaults are not part of `hostvars`, so the
 # checks and filters fall back on these).
-DEFAULT_CITUS_ENABLED = False
-DEFAULT_PORT_BASE = 5432
-DEFAULT_WORKERS_PER_HOST = 1
-DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_CITUS_ENABLED = role_default("citus", "citus_enabled")
+DEFAULT_PORT_BASE = role_default("postgresql", "postgresql_port_base")
+DEFAULT_WORKERS_PER_HOST = role_default("citus", "citus_workers_per_host")
+DEFAULT_MAX_CONNECTIONS = role_default("postgresql", "postgresql_max_connections")
 
 CITUS_ENABLED_VAR = "citus_enabled"
 WORKERS_PER_HOST_VAR = "citus_workers_per_host"

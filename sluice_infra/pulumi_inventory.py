@@ -28,6 +28,7 @@ import jinja2
 import yaml
 
 from sluice_infra import REPO_ROOT, TEMPLATES_DIR
+from sluice_infra.settings import SHARED_FILE, SHARED_LINK, SettingsError, group_vars_all
 
 #: Layout name -> the lab inventory whose groups it uses.
 LAYOUT_INVENTORIES = {"seed": "lab", "spread": "lab-spread"}
@@ -285,13 +286,14 @@ EXAMPLE_NETWORK_SETTINGS = {
 
 
 def documentation_sources(
-    group_vars_main: Path, setting: str = "common_firewall_ssh_sources"
+    inventory: Path, setting: str = "common_firewall_ssh_sources"
 ) -> list[str]:
-    """Entries of the network list ``setting`` in ``group_vars_main`` that lie in documentation
-    ranges: the shipped example value (see EXAMPLE_NETWORK_SETTINGS for what it would do)."""
+    """Entries of the network list ``setting`` in ``inventory``'s group_vars/all that lie in
+    documentation ranges: the shipped example value (see EXAMPLE_NETWORK_SETTINGS for what it
+    would do)."""
     try:
-        settings = yaml.safe_load(group_vars_main.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        settings = group_vars_all(inventory)
+    except (OSError, SettingsError):
         return []
     found = []
     for source in settings.get(setting) or []:
@@ -364,9 +366,18 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin) -> int:
     print(
         f"{args.out}: {'written' if changed else 'up to date'} ({outputs.layout} layout: {hosts})"
     )
+    shared = args.out.parent / "group_vars" / "all" / SHARED_LINK
+    if not shared.is_file():
+        target = os.path.relpath(SHARED_FILE, shared.parent)
+        print(
+            f"warning: {shared} is missing or a broken link: the hosts would miss the settings "
+            f"every environment shares (ports, firewall entries, Kafka topics); restore it with "
+            f"`ln -sf {target} {shared}`",
+            file=sys.stderr,
+        )
     main_yml = args.out.parent / "group_vars" / "all" / "main.yml"
     for setting, consequence in EXAMPLE_NETWORK_SETTINGS.items():
-        examples = documentation_sources(main_yml, setting)
+        examples = documentation_sources(args.out.parent, setting)
         if examples:
             print(
                 f"warning: {setting} in {main_yml} is still the example {', '.join(examples)} "

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice_infra.numbers import whole_number
+from sluice_infra.settings import role_default
 
-# The role's defaults: these must match ansible/roles/redis_cluster/defaults/main.yml. Role
-# defaults are not part of `hostvars`, so the inventory checks and the filters fall back on
-# these when a host does not set its own value.
-DEFAULT_INSTANCES_PER_HOST = 2
-DEFAULT_PORT_BASE = 7000
-DEFAULT_REPLICAS = 1
+# The role's defaults, read from ansible/roles/redis_cluster/defaults/main.yml. Role defaults
+# are not part of `hostvars`, so the inventory checks and the filters fall back on these when a
+# host does not set its own value.
+DEFAULT_INSTANCES_PER_HOST = role_default("redis_cluster", "redis_cluster_instances_per_host")
+DEFAULT_PORT_BASE = role_default("redis_cluster", "redis_cluster_port_base")
+DEFAULT_REPLICAS = role_default("redis_cluster", "redis_cluster_replicas")
 
 #: Host variables a host may set to override the defaults above.
 COUNT_VAR = "redis_cluster_instances_per_host"

@@ -28,11 +28,11 @@ import yaml
 
 from sluice_infra.lab.lab import DEFAULT_STATE_DIR
 from sluice_infra.lab.remote import Remote, RemoteError
+from sluice_infra.settings import group_vars_all, role_default
 from sluice_infra.summary import groups_by_host
 
 TYPES = ("order.created", "order.paid", "order.shipped")
 BATCH = 100
-DEFAULT_HTTP_PORT = 8080
 
 
 class DemoError(RuntimeError):
@@ -62,10 +62,11 @@ def placement(inventory: Path) -> Placement:
     empty = [group for group, hosts in members.items() if not hosts]
     if empty:
         raise DemoError(f"{hosts_file}: no host in group(s) {', '.join(empty)}")
-    settings = yaml.safe_load((inventory / "group_vars" / "all" / "main.yml").read_text()) or {}
+    settings = group_vars_all(inventory)
+    http_port = settings.get("sluice_http_port", role_default("sluice", "sluice_http_port"))
     return Placement(
         api_address=addresses[members["sluice_api"][0]],
-        http_port=int(settings.get("sluice_http_port", DEFAULT_HTTP_PORT)),
+        http_port=int(http_port),
         key_host=members["sluice_processor"][0],
         database_host=members["citus_coordinator"][0],
     )

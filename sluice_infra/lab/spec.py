@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from sluice_infra.lab import LabError
+from sluice_infra.settings import SettingsError, group_vars_all
 
 _BRIDGE = re.compile(r"[a-z][a-z0-9_-]{0,14}")
 # Host-side veth names are "vb-<machine>", and interface names have at most 15 characters.
@@ -77,7 +78,10 @@ def load(inventory: Path) -> LabSpec:
     main_file = inventory / "group_vars" / "all" / "main.yml"
     hosts = (_load_yaml(hosts_file).get("all") or {}).get("hosts") or {}
     settings = _load_yaml(settings_file)
-    main = _load_yaml(main_file) if main_file.exists() else {}
+    try:
+        group_vars = group_vars_all(inventory)  # every group_vars/all file, merged as Ansible does
+    except SettingsError as exc:
+        raise LabError(str(exc)) from None
     problems: list[str] = []
 
     subnet_text = settings.get("lab_subnet", "")
@@ -103,7 +107,7 @@ def load(inventory: Path) -> LabSpec:
             "(letters, digits, '-', at most 15 characters)"
         )
 
-    admin_user = str(main.get("ansible_user", ""))
+    admin_user = str(group_vars.get("ansible_user", ""))
     if not admin_user:
         problems.append(f"{main_file}: set ansible_user, the admin account cloud-init creates")
 

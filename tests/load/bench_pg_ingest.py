@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from sluice_infra.lab.remote import Remote
+from sluice_infra.settings import group_vars_all, role_default
 
 REPO = Path(__file__).resolve().parents[2]
 #: The study's target: 400,000 events per minute.
@@ -89,9 +90,10 @@ def main() -> int:
 
     inventory = yaml.safe_load((args.inventory / "hosts.yml").read_text())["all"]
     host = next(iter(inventory["children"]["citus_coordinator"]["hosts"]))
-    port = 5432
-    group_vars = yaml.safe_load((args.inventory / "group_vars" / "all" / "main.yml").read_text())
-    port = int(group_vars.get("postgresql_port_base", port))
+    group_vars = group_vars_all(args.inventory)
+    port = int(
+        group_vars.get("postgresql_port_base", role_default("postgresql", "postgresql_port_base"))
+    )
     standbys = list(group_vars.get("postgresql_standby_hosts") or [])
     output = Remote().run(
         host,

@@ -1,8 +1,12 @@
 """System tests: the real lab machines, the real site.yml, over SSH, as an operator runs them.
 
-They run in file order (test_01 ... test_09) in one session, which ends with `lab down`.
-The Makefile exports the lab's connection settings; running pytest directly gets the same
-defaults here."""
+The seed layout is converged once per session, by the fixture ``converged``: every test that
+needs a deployed lab asks for it, so any test runs alone (`pytest tests/system -k poison`) and
+none relies on another having run first. ``--assume-converged`` skips that converge on a lab
+you know is deployed. Addresses, ports and hosts come from the inventory (``layout``), never
+from literals, so ``--inventory`` points the suite at another layout. `make test-system` runs
+the files in order and ends with `lab down` (test_09). The Makefile exports the lab's
+connection settings; running pytest directly gets the same defaults here."""
 
 from __future__ import annotations
 
@@ -14,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from sluice_infra.lab.layout import Layout
+
 REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "inventories" / "lab"
+INVENTORY = Path(os.environ.get("SLUICE_SYSTEM_INVENTORY", REPO / "inventories" / "lab"))
 STATE = REPO / ".lab"
 BIN = Path(sys.executable).parent
+SITE = REPO / "ansible" / "site.yml"
 
 os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible" / "ansible.cfg"))
 os.environ.setdefault("ANSIBLE_SSH_COMMON_ARGS", f"-F {STATE / 'ssh' / 'config'}")
@@ -50,6 +57,18 @@ def playbook(*args: str | Path) -> subprocess.CompletedProcess:
     return run(BIN / "ansible-playbook", "-i", INVENTORY, *args)
 
 
+def downtime(host: str, unit: str) -> tuple[int, int]:
+    """(last stop, last start) of ``unit`` on ``host``, in µs of the kernel's monotonic clock:
+    the lab machines share one kernel, so the times compare across machines."""
+    stamps = "-p InactiveEnterTimestampMonotonic -p ActiveEnterTimestampMonotonic"
+    out = ssh(host, f"systemctl show {stamps} {unit}").stdout
+    values = dict(line.split("=", 1) for line in out.split())
+    return (
+        int(values["InactiveEnterTimestampMonotonic"]),
+        int(values["ActiveEnterTimestampMonotonic"]),
+    )
+
+
 _RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
 
 
@@ -61,6 +80,41 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--assume-converged",
+        action="store_true",
+        help="the lab runs site.yml's result already: skip the session's converge",
+    )
+
+
+def assert_clean(result: subprocess.CompletedProcess, hosts: set[str]) -> dict:
+    """The recap of a playbook run that must have succeeded on every one of ``hosts``."""
+    counters = recap(result.stdout)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert set(counters) >= hosts, result.stdout[-3000:]
+    for host in hosts:
+        assert counters[host]["failed"] == 0 and counters[host]["unreachable"] == 0, counters
+    return counters
+
+
 @pytest.fixture(scope="session")
 def lab_up() -> subprocess.CompletedProcess:
     return lab("--inventory", INVENTORY, "up")
+
+
+@pytest.fixture(scope="session")
+def layout(lab_up) -> Layout:
+    """Where everything runs, from the inventory (and the lab vault it holds)."""
+    return Layout.load(INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def converged(request, lab_up, layout) -> subprocess.CompletedProcess | None:
+    """The lab after one site.yml run of this session (None with --assume-converged)."""
+    if request.config.getoption("--assume-converged"):
+        return None
+    result = playbook(SITE)
+    if result.returncode != 0:
+        pytest.fail(f"site.yml failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+    return result

@@ -92,11 +92,12 @@ def test_site_refuses_a_bad_kafka_layout_before_touching_any_host(tmp_path):
     hosts.write_text(
         hosts.read_text().replace("kafka_node_ids: [1, 2, 3]", "kafka_node_ids: [1, 2, 2, 4]")
     )
+    # copytree copied the shared settings' link as a file: edit the copy, not the original
+    shared = inventory / "group_vars/all/00-shared.yml"
+    assert not shared.is_symlink()
+    shared.write_text(shared.read_text().replace("partitions: 5\n", "partitions: 0\n", 1))
     settings = inventory / "group_vars/all/main.yml"
-    text = settings.read_text().replace(
-        "kafka_min_insync_replicas: 2", "kafka_min_insync_replicas: 4"
-    )
-    settings.write_text(text.replace("partitions: 5\n", "partitions: 0\n", 1))
+    settings.write_text(settings.read_text() + "kafka_min_insync_replicas: 4\n")
 
     result = run(BIN / "ansible-playbook", "-i", inventory, REPO / "ansible" / "site.yml")
     output = result.stdout + result.stderr

@@ -1,10 +1,12 @@
-"""The Sluice service on the lab, end to end, through HAProxy on app:8080, as a client uses it.
+"""The Sluice service on the lab, end to end, through HAProxy, as a client uses it.
 
 Events sent land exactly once in PostgreSQL and in the Redis counters, the query API returns
 them, a WebSocket client receives them, a poison record on events.raw reaches the DLQ, each
 class of bad input gets its 4xx, one tenant cannot read another's events, killing a processor
 mid-stream loses and duplicates nothing, and a deploy's rolling restart fails no request.
-Every test uses tenants of its own, so the tests can run again on the same lab."""
+Every test uses tenants of its own, so the tests can run again on the same lab. Hosts, addresses
+and ports come from the inventory (``layout``); "nothing more will arrive" is Kafka saying the
+processors' consumer group has no lag, not a sleep."""
 
 from __future__ import annotations
 
@@ -13,22 +15,48 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from conftest import INVENTORY, REPO, playbook, ssh
 from websockets.sync.client import connect
 
+from sluice_infra.lab.layout import Layout
 from sluice_infra.lab.remote import Remote
 
-API = "http://10.77.0.11:8080"
-EVENTS = f"{API}/api/v1/events"
-KAFKA = "10.77.0.12:9092,10.77.0.12:9093,10.77.0.12:9094"
 POISON = REPO / "tests" / "system" / "scripts" / "kafka_poison.py"
 SLUICE_PLAY = REPO / "ansible" / "playbooks" / "sluice.yml"
 CE_JSON = "application/cloudevents+json"
 CE_BATCH = "application/cloudevents-batch+json"
+
+
+@dataclass
+class Where:
+    """The deployment under test, from the inventory (filled in by ``_where``)."""
+
+    layout: Layout | None = None
+    api: str = ""
+    api_host: str = ""
+    admin_host: str = ""
+    database_host: str = ""
+
+    @property
+    def events(self) -> str:
+        return f"{self.api}/api/v1/events"
+
+
+WHERE = Where()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _where(converged, layout: Layout) -> None:
+    WHERE.layout = layout
+    WHERE.api = layout.api_url
+    WHERE.api_host = layout.api_host
+    WHERE.admin_host = layout.processor_host  # the admin wrapper runs where processors do
+    WHERE.database_host = layout.database_host
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +71,9 @@ def client() -> Iterator[httpx.Client]:
 
 
 def new_key(tenant: str) -> str:
-    """An API key for ``tenant``, made by the operators' `sluice keys new` on app."""
-    out = ssh("app", f"sudo -n /usr/local/sbin/sluice keys new --tenant {tenant}").stdout
-    return out.strip().splitlines()[-1]
+    """An API key for ``tenant``, made by the operators' `sluice keys new` (admin wrapper)."""
+    out = ssh(WHERE.admin_host, f"sudo -n /usr/local/sbin/sluice keys new --tenant {tenant}")
+    return out.stdout.strip().splitlines()[-1]
 
 
 def tenant_and_key(prefix: str) -> tuple[str, dict[str, str]]:
@@ -53,14 +81,16 @@ def tenant_and_key(prefix: str) -> tuple[str, dict[str, str]]:
     return tenant, {"Authorization": f"Bearer {new_key(tenant)}"}
 
 
-def event(kind: str = "order.created", subject: str = "order-1", **data) -> dict:
+def event(
+    kind: str = "order.created", subject: str = "order-1", at: datetime | None = None, **data
+) -> dict:
     return {
         "specversion": "1.0",
         "id": uuid.uuid4().hex,
         "source": "/system-tests",
         "type": kind,
         "subject": subject,
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": data or {"amount": 1},
     }
@@ -68,15 +98,15 @@ def event(kind: str = "order.created", subject: str = "order-1", **data) -> dict
 
 def post_batch(client: httpx.Client, auth: dict[str, str], events: list[dict]) -> httpx.Response:
     return client.post(
-        EVENTS, headers={**auth, "Content-Type": CE_BATCH}, content=json.dumps(events)
+        WHERE.events, headers={**auth, "Content-Type": CE_BATCH}, content=json.dumps(events)
     )
 
 
 def stored_ids(tenant: str) -> list[str]:
     """The ids of the tenant's rows in PostgreSQL, read on db by the superuser (repeats kept)."""
     sql = f"SELECT id FROM events WHERE tenant_id = '{tenant}'"
-    out = ssh("db", f'cd / && sudo -n -u postgres psql -d sluice -tAc "{sql}"').stdout
-    return out.split()
+    command = f'cd / && sudo -n -u postgres psql -d sluice -tAc "{sql}"'
+    return ssh(WHERE.database_host, command).stdout.split()
 
 
 def wait_for(what: str, probe: Callable[[], object], timeout: float = 120) -> object:
@@ -90,11 +120,42 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 120) -> ob
         time.sleep(1)
 
 
+def processed_everything() -> bool:
+    """Kafka says the processors' group has read and committed every record of events.raw:
+    nothing sent so far (a duplicate included) can still arrive in PostgreSQL."""
+    node = WHERE.layout.kafka_nodes[0]
+    out = ssh(
+        node.host,
+        f"sudo -n kafka-consumer-groups --bootstrap-server {node.endpoint('internal')} "
+        "--command-config /etc/kafka/admin.properties --describe --group sluice-processor",
+    ).stdout
+    lags = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "events.raw":
+            current, end = fields[3], fields[4]
+            lags.append(int(end) - (int(current) if current != "-" else 0))
+    return bool(lags) and all(lag == 0 for lag in lags)
+
+
+def wait_until_processed() -> None:
+    wait_for("the processors to have no consumer lag", processed_everything, timeout=180)
+
+
+def replay_aggregates(tenant: str, since: datetime, until: datetime) -> dict:
+    """`sluice replay aggregates` for the tenant's closed buckets of [since, until)."""
+    command = (
+        f"sudo -n /usr/local/sbin/sluice replay aggregates --tenant {tenant} "
+        f"--since {since.isoformat()} --until {until.isoformat()}"
+    )
+    return json.loads(ssh(WHERE.admin_host, command).stdout.strip().splitlines()[-1])
+
+
 def query_all(client: httpx.Client, auth: dict[str, str], **params) -> list[dict]:
     events, cursor = [], None
     while True:
         page = client.get(
-            f"{API}/api/v1/query",
+            f"{WHERE.api}/api/v1/query",
             headers=auth,
             params={**params, "limit": 500, **({"cursor": cursor} if cursor else {})},
         )
@@ -107,7 +168,7 @@ def query_all(client: httpx.Client, auth: dict[str, str], **params) -> list[dict
 
 
 def total_counted(client: httpx.Client, auth: dict[str, str]) -> int:
-    reply = client.get(f"{API}/api/v1/aggregates", headers=auth, params={"minutes": 30})
+    reply = client.get(f"{WHERE.api}/api/v1/aggregates", headers=auth, params={"minutes": 30})
     assert reply.status_code == 200, reply.text
     return reply.json()["total"]
 
@@ -117,12 +178,12 @@ def test_events_land_once_in_postgresql_and_redis_in_every_mode(client):
     structured = event("order.created", amount=5)
     assert (
         client.post(
-            EVENTS, headers={**auth, "Content-Type": CE_JSON}, content=json.dumps(structured)
+            WHERE.events, headers={**auth, "Content-Type": CE_JSON}, content=json.dumps(structured)
         ).status_code
         == 202
     )
     binary = client.post(
-        EVENTS,
+        WHERE.events,
         headers={
             **auth,
             "Content-Type": "application/json",
@@ -145,21 +206,23 @@ def test_events_land_once_in_postgresql_and_redis_in_every_mode(client):
     sent = {structured["id"], binary.request.headers["ce-id"], *(e["id"] for e in batch)}
 
     wait_for("40 rows in PostgreSQL", lambda: len(stored_ids(tenant)) >= len(sent))
-    time.sleep(3)  # a duplicate would arrive with the retried batch, right behind
+    wait_until_processed()  # the retried batch too: a duplicate would be in by now
     rows = stored_ids(tenant)
     assert sorted(rows) == sorted(sent)
     assert {e["id"] for e in query_all(client, auth)} == sent
     wait_for("the counters", lambda: total_counted(client, auth) >= len(sent), timeout=30)
-    counts = client.get(f"{API}/api/v1/aggregates", headers=auth, params={"minutes": 30}).json()
+    counts = client.get(
+        f"{WHERE.api}/api/v1/aggregates", headers=auth, params={"minutes": 30}
+    ).json()
     assert counts["total"] == len(sent)
     assert counts["totals"] == {"order.created": len(sent) - 1, "order.paid": 1}
-    state = client.get(f"{API}/api/v1/subjects/order-1/state", headers=auth).json()
+    state = client.get(f"{WHERE.api}/api/v1/subjects/order-1/state", headers=auth).json()
     assert state["state"] == {"amount": 5, "paid": True}, state
 
 
 def test_a_websocket_client_receives_the_tenants_events(client):
     _, auth = tenant_and_key("stream")
-    url = API.replace("http", "ws") + "/api/v1/stream?types=order.shipped"
+    url = WHERE.api.replace("http", "ws", 1) + "/api/v1/stream?types=order.shipped"
     with connect(url, additional_headers=auth, open_timeout=10) as websocket:
         time.sleep(1)  # the server subscribes after the upgrade
         wanted = event("order.shipped")
@@ -195,7 +258,7 @@ def test_a_websocket_client_receives_the_tenants_events(client):
 def test_each_class_of_bad_input_gets_its_4xx(client, headers, body, status, code_or_detail):
     _, auth = bad_input_tenant()
     content = body if isinstance(body, bytes) else json.dumps(body)
-    reply = client.post(EVENTS, headers={**auth, **headers}, content=content)
+    reply = client.post(WHERE.events, headers={**auth, **headers}, content=content)
     assert reply.status_code == status, reply.text
     error = reply.json()
     assert set(error) == {"error", "detail"}
@@ -220,23 +283,24 @@ def test_a_missing_or_wrong_credential_is_refused(client, authorization, status)
         "Content-Type": CE_JSON,
         **({"Authorization": authorization} if authorization else {}),
     }
-    reply = client.post(EVENTS, headers=headers, content=json.dumps(event()))
+    reply = client.post(WHERE.events, headers=headers, content=json.dumps(event()))
     assert reply.status_code == status and reply.json()["error"], reply.text
-    assert client.get(f"{API}/api/v1/query", headers=headers).status_code == status
+    assert client.get(f"{WHERE.api}/api/v1/query", headers=headers).status_code == status
 
 
 def test_a_revoked_key_is_refused(client):
     tenant = f"revoked-{uuid.uuid4().hex[:8]}"
-    out = ssh("app", f"sudo -n /usr/local/sbin/sluice keys new --tenant {tenant} 2>&1").stdout
+    out = ssh(WHERE.admin_host, f"sudo -n /usr/local/sbin/sluice keys new --tenant {tenant} 2>&1")
+    out = out.stdout
     key_id = out.split("key id ", 1)[1].split()[0]
     key = out.strip().splitlines()[-1]
     auth = {"Authorization": f"Bearer {key}"}
-    assert client.get(f"{API}/api/v1/query", headers=auth).status_code == 200
-    ssh("app", f"sudo -n /usr/local/sbin/sluice keys revoke {key_id}")
+    assert client.get(f"{WHERE.api}/api/v1/query", headers=auth).status_code == 200
+    ssh(WHERE.admin_host, f"sudo -n /usr/local/sbin/sluice keys revoke {key_id}")
     # instances trust a verified key for SLUICE_API_KEY_CACHE_SECONDS (10 s by default)
     wait_for(
         "the revocation to bite",
-        lambda: client.get(f"{API}/api/v1/query", headers=auth).status_code == 401,
+        lambda: client.get(f"{WHERE.api}/api/v1/query", headers=auth).status_code == 401,
         timeout=30,
     )
 
@@ -249,7 +313,9 @@ def test_tenant_b_cannot_read_tenant_a(client):
     wait_for("A's event", lambda: query_all(client, auth_a))
     assert query_all(client, auth_b) == []
     assert query_all(client, auth_b, subject="shared-subject") == []
-    history = client.get(f"{API}/api/v1/subjects/shared-subject/events", headers=auth_b).json()
+    history = client.get(
+        f"{WHERE.api}/api/v1/subjects/shared-subject/events", headers=auth_b
+    ).json()
     assert history["events"] == []
     assert total_counted(client, auth_b) == 0
     assert total_counted(client, auth_a) == 1
@@ -258,9 +324,10 @@ def test_tenant_b_cannot_read_tenant_a(client):
 def test_a_poison_record_reaches_the_dlq_and_the_processor_moves_on(client, vault):
     tenant, auth = tenant_and_key("poison")
     remote = Remote()
-    remote.run("app", "cat > /tmp/sluice_kafka_poison.py", stdin=POISON.read_text())
+    host = WHERE.api_host  # holds the service's venv (confluent-kafka) and the Kafka CA
+    remote.run(host, "cat > /tmp/sluice_kafka_poison.py", stdin=POISON.read_text())
     settings = {
-        "bootstrap": KAFKA,
+        "bootstrap": WHERE.layout.kafka_bootstrap,
         "cafile": "/etc/sluice/kafka-ca.crt",
         "producer_password": vault["vault_kafka_sluice_producer_password"],
         "admin_password": vault["vault_kafka_admin_password"],
@@ -268,7 +335,7 @@ def test_a_poison_record_reaches_the_dlq_and_the_processor_moves_on(client, vaul
         "marker": uuid.uuid4().hex,
     }
     out = remote.run(
-        "app",
+        host,
         "sudo -n /opt/sluice/current/venv/bin/python /tmp/sluice_kafka_poison.py",
         stdin=json.dumps(settings) + "\n",
         timeout=300,
@@ -284,11 +351,23 @@ def test_a_poison_record_reaches_the_dlq_and_the_processor_moves_on(client, vaul
     wait_for("the event after the poison", lambda: after["id"] in stored_ids(tenant))
 
 
+def units(host: str, pattern: str) -> list[str]:
+    """The running units of ``pattern`` on ``host``, e.g. sluice-api@8101.service."""
+    out = ssh(host, f"systemctl list-units --plain --no-legend --state=active '{pattern}'")
+    return sorted(line.split()[0] for line in out.stdout.splitlines())
+
+
+def instance(unit: str) -> str:
+    """HAProxy's server name of an API unit: sluice-api@8101.service -> api8101."""
+    return "api" + unit.split("@", 1)[1].removesuffix(".service")
+
+
 def _sender(client: httpx.Client, auth: dict[str, str], batches: int, size: int,
-            failures: list, sent: list, pause: float = 0.0) -> threading.Thread:  # fmt: skip
+            failures: list, sent: list, pause: float = 0.0,
+            at: datetime | None = None) -> threading.Thread:  # fmt: skip
     def send() -> None:
         for _ in range(batches):
-            batch = [event("order.created", f"order-{i}") for i in range(size)]
+            batch = [event("order.created", f"order-{i}", at=at) for i in range(size)]
             try:
                 reply = post_batch(client, auth, batch)
             except httpx.HTTPError as exc:
@@ -309,28 +388,39 @@ def test_killing_a_processor_mid_stream_loses_and_duplicates_nothing(client):
     tenant, auth = tenant_and_key("kill")
     failures: list[str] = []
     sent: list[str] = []
-    thread = _sender(client, auth, batches=60, size=50, failures=failures, sent=sent, pause=0.05)
+    # every event in one minute bucket that closed long ago, so `sluice replay aggregates` may
+    # recount it at once (it leaves open and just-closed buckets to the processors)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    thread = _sender(client, auth, batches=60, size=50, failures=failures, sent=sent,
+                     pause=0.05, at=minute + timedelta(seconds=30))  # fmt: skip
     wait_for("the stream to start", lambda: len(sent) >= 500, timeout=60)
-    ssh("app", "sudo -n systemctl kill --signal=SIGKILL sluice-processor@9501.service")
+    host = WHERE.layout.processor_host
+    victim = units(host, "sluice-processor@*")[0]
+    ssh(host, f"sudo -n systemctl kill --signal=SIGKILL {victim}")
     thread.join(timeout=300)
     assert not failures, failures[:5]
     assert len(sent) == 3000
 
     wait_for("every event in PostgreSQL", lambda: len(stored_ids(tenant)) >= len(sent), 300)
-    time.sleep(5)
+    wait_until_processed()  # a redelivered batch would be stored again by now
     rows = stored_ids(tenant)
     assert len(rows) == len(set(rows)) == len(sent)
     assert set(rows) == set(sent)
-    restarted = ssh("app", "systemctl show --property=NRestarts sluice-processor@9501.service")
+    restarted = ssh(host, f"systemctl show --property=NRestarts {victim}")
     assert restarted.stdout.strip() != "NRestarts=0"  # systemd brought the killed one back
-    # The counters never count an event twice; counts a killed processor had not yet written
-    # to Redis are rebuilt from PostgreSQL by `sluice replay aggregates`.
+    # The counters never count an event twice, but a processor killed between its PostgreSQL
+    # commit and its Redis write leaves counts out: `sluice replay aggregates` rebuilds them
+    # from PostgreSQL, after which every event is counted exactly once.
     assert total_counted(client, auth) <= len(sent)
+    replayed = replay_aggregates(tenant, minute, minute + timedelta(minutes=1))
+    assert replayed["events"] == len(sent), replayed
+    assert total_counted(client, auth) == len(sent)
 
 
 def test_a_deploy_restarts_every_instance_and_fails_no_request(client):
     _, auth = tenant_and_key("deploy")
-    before = ssh("app", "systemctl show --property=MainPID 'sluice-api@*' | sort").stdout
+    host = WHERE.api_host
+    before = ssh(host, "systemctl show --property=MainPID 'sluice-api@*' | sort").stdout
     failures: list[str] = []
     sent: list[str] = []
     stop = threading.Event()
@@ -358,28 +448,38 @@ def test_a_deploy_restarts_every_instance_and_fails_no_request(client):
         thread.join(timeout=60)
     assert result.returncode == 0, result.stdout[-5000:]
     assert "Drain in HAProxy" in result.stdout
-    after = ssh("app", "systemctl show --property=MainPID 'sluice-api@*' | sort").stdout
+    after = ssh(host, "systemctl show --property=MainPID 'sluice-api@*' | sort").stdout
     assert set(before.split()).isdisjoint(after.split()), (before, after)
     assert len(sent) > 100 and not failures, (len(sent), failures[:5])
     # and back: the lab ends as site.yml left it
     assert playbook(SLUICE_PLAY).returncode == 0
 
 
+def _start_and_wait_ready(host: str, stopped: list[str]) -> None:
+    ssh(host, f"sudo -n systemctl start {' '.join(stopped)}")
+    for unit in stopped:
+        ready = f"sudo -n /usr/local/sbin/sluice-haproxy ready {instance(unit)} --timeout 60"
+        assert json.loads(ssh(host, ready).stdout)["done"]
+
+
 def test_haproxy_sends_no_request_to_an_instance_that_is_not_ready(client):
-    ssh("app", "sudo -n systemctl stop sluice-api@8101.service")
+    host = WHERE.api_host
+    stopped = units(host, "sluice-api@*")[:1]
+    ssh(host, f"sudo -n systemctl stop {stopped[0]}")
     try:
         _, auth = tenant_and_key("failover")
         codes = {post_batch(client, auth, [event()]).status_code for _ in range(30)}
         assert codes == {202}
     finally:
-        ssh("app", "sudo -n systemctl start sluice-api@8101.service")
-        status = "sudo -n /usr/local/sbin/sluice-haproxy ready api8101 --timeout 60"
-        assert json.loads(ssh("app", status).stdout)["done"]
+        _start_and_wait_ready(host, stopped)
 
 
 def test_with_no_instance_ready_haproxy_answers_503_json_with_retry_after(client):
     _, auth = tenant_and_key("all-down")
-    ssh("app", "sudo -n systemctl stop sluice-api@8101.service sluice-api@8102.service")
+    host = WHERE.api_host
+    stopped = units(host, "sluice-api@*")
+    assert len(stopped) >= 2, stopped
+    ssh(host, f"sudo -n systemctl stop {' '.join(stopped)}")
     try:
         wait_for(
             "HAProxy to see both instances down",
@@ -390,7 +490,4 @@ def test_with_no_instance_ready_haproxy_answers_503_json_with_retry_after(client
         assert reply.headers["content-type"] == "application/json"
         assert reply.json()["error"] == "unavailable" and int(reply.headers["retry-after"]) >= 1
     finally:
-        ssh("app", "sudo -n systemctl start sluice-api@8101.service sluice-api@8102.service")
-        for port in (8101, 8102):
-            ready = f"sudo -n /usr/local/sbin/sluice-haproxy ready api{port} --timeout 60"
-            assert json.loads(ssh("app", ready).stdout)["done"]
+        _start_and_wait_ready(host, stopped)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from sluice_infra.settings import role_default
+
 pytestmark = pytest.mark.system
 
 PROBE = Path(__file__).with_name("kafka_probe.py")
@@ -26,6 +28,11 @@ ADMIN_PROPERTIES = "/etc/kafka/admin.properties"
 
 def _vars(host) -> dict:
     return host.ansible.get_variables()
+
+
+def _setting(hostvars: dict, name: str):
+    """The value the role used: the inventory's, else the role's default."""
+    return hostvars.get(name, role_default("kafka", name))
 
 
 def _ports(hostvars: dict, name: str, default: int) -> list[int]:
@@ -147,7 +154,7 @@ def test_kafka_quorum_has_every_controller_and_a_leader(first_kafka_host):
 def test_kafka_topics_are_as_declared(first_kafka_host):
     hostvars = _vars(first_kafka_host)
     brokers = len(_cluster(first_kafka_host)["ids"])
-    factor = min(int(hostvars.get("kafka_replication_factor", 3)), brokers)
+    factor = min(int(_setting(hostvars, "kafka_replication_factor")), brokers)
     # one JVM for every topic: kafka-topics --describe prints a summary line per topic
     # ("Topic: events.raw\tTopicId: ...") followed by one line per partition
     out = _tool(first_kafka_host, "topics", "--describe", "--exclude-internal")
@@ -163,7 +170,7 @@ def test_kafka_topics_are_as_declared(first_kafka_host):
         summary, *partitions = blocks[topic["name"]]
         assert f"PartitionCount: {topic['partitions']}" in summary, summary
         assert f"ReplicationFactor: {topic.get('replication_factor', factor)}" in summary, summary
-        configs = {"min.insync.replicas": hostvars.get("kafka_min_insync_replicas", 2)}
+        configs = {"min.insync.replicas": _setting(hostvars, "kafka_min_insync_replicas")}
         configs.update(topic.get("configs") or {})
         for key, value in configs.items():
             assert f"{key}={value}" in summary, (key, summary)

@@ -10,11 +10,18 @@ import time
 
 import pytest
 
+from sluice_infra.settings import role_default
+
 pytestmark = pytest.mark.system
 
 
 def _vars(host) -> dict:
     return host.ansible.get_variables()
+
+
+def _setting(host, name: str) -> int:
+    """The value the role used: the inventory's, else the role's default."""
+    return int(_vars(host).get(name, role_default("sluice", name)))
 
 
 def _in_group(host, group: str) -> bool:
@@ -36,21 +43,16 @@ def processor_host(host):
 
 
 def test_haproxy_answers_ready_for_the_instances(api_host):
-    address = _vars(api_host)["ansible_host"]
-    status = api_host.check_output(
-        f"curl -s -o /dev/null -w '%{{http_code}}' http://{address}:8080/readyz"
-    )
+    url = f"http://{_vars(api_host)['ansible_host']}:{_setting(api_host, 'sluice_http_port')}"
+    status = api_host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}/readyz")
     assert status == "200"
-    health = json.loads(api_host.check_output(f"curl -s http://{address}:8080/readyz"))
+    health = json.loads(api_host.check_output(f"curl -s {url}/readyz"))
     assert all(health["checks"].values()), health
 
 
 def test_every_api_instance_is_up_in_haproxy(api_host):
-    units = api_host.check_output(
-        "systemctl list-units --plain --no-legend --state=active 'sluice-api@*'"
-    )
-    ports = sorted(int(unit.split("@")[1].split(".")[0]) for unit in units.splitlines())
-    assert len(ports) >= 2, units  # a rolling restart keeps one serving
+    ports = _api_ports(api_host)
+    assert len(ports) >= 2, ports  # a rolling restart keeps one serving
     for port in ports:
         state = json.loads(
             api_host.check_output(f"sudo -n /usr/local/sbin/sluice-haproxy status api{port}")
@@ -58,19 +60,27 @@ def test_every_api_instance_is_up_in_haproxy(api_host):
         assert state["status"].startswith("UP"), state
 
 
+def _api_ports(api_host) -> list[int]:
+    units = api_host.check_output(
+        "systemctl list-units --plain --no-legend --state=active 'sluice-api@*'"
+    )
+    return sorted(int(line.split()[0].split("@")[1].split(".")[0]) for line in units.splitlines())
+
+
 def test_api_instances_listen_on_loopback_only(api_host):
-    for socket in api_host.socket.get_listening_sockets():
-        if socket.startswith("tcp://") and ":81" in socket:
-            port = int(socket.rsplit(":", 1)[1])
-            if 8101 <= port <= 8199:
-                assert socket.startswith("tcp://127.0.0.1:"), socket
+    ports = _api_ports(api_host)
+    assert ports, "no sluice-api@ instance runs"
+    listening = [s for s in api_host.socket.get_listening_sockets() if s.startswith("tcp")]
+    for port in ports:
+        bound = [s for s in listening if s.rsplit(":", 1)[1] == str(port)]
+        assert bound == ["tcp://127.0.0.1:" + str(port)], (port, bound)
 
 
 def test_processors_run_and_report_their_consumer_lag(processor_host):
     units = processor_host.check_output(
         "systemctl list-units --plain --no-legend --state=active 'sluice-processor@*'"
     )
-    assert len(units.splitlines()) >= 1, units
+    assert units.splitlines(), "no sluice-processor@ instance runs"
     for line in units.splitlines():
         unit = line.split()[0]
         restarts = processor_host.check_output(f"systemctl show --property=NRestarts {unit}")
@@ -88,26 +98,30 @@ def test_processors_run_and_report_their_consumer_lag(processor_host):
 
 
 def test_api_instances_serve_their_metrics(api_host):
-    vars_ = _vars(api_host)
-    offset = int(vars_.get("sluice_api_metrics_port_base", 9400)) - 8100
-    units = api_host.check_output(
-        "systemctl list-units --plain --no-legend --state=active 'sluice-api@*'"
+    offset = _setting(api_host, "sluice_api_metrics_port_base") - _setting(
+        api_host, "sluice_api_port_base"
     )
-    for line in units.splitlines():
-        port = int(line.split()[0].split("@")[1].split(".")[0])
+    ports = _api_ports(api_host)
+    assert ports, "no sluice-api@ instance runs"
+    for port in ports:
         metrics = api_host.check_output(f"curl -sf http://127.0.0.1:{port + offset}/metrics")
         assert "sluice_http_requests_total" in metrics, port
 
 
 def test_settings_are_readable_by_root_and_the_service_only(host):
-    if not (_in_group(host, "sluice_api") or _in_group(host, "sluice_processor")):
+    names = [
+        name
+        for name, group in (("api", "sluice_api"), ("processor", "sluice_processor"))
+        if _in_group(host, group)
+    ]
+    if not names:
         pytest.skip("no Sluice on this host")
-    for name in ("api", "processor"):
+    for name in names:
         settings = host.file(f"/etc/sluice/{name}.env")
-        if settings.exists:
-            assert (settings.user, settings.group, settings.mode) == ("root", "sluice", 0o640)
-    for name in ("api", "processor"):
-        # another user (nobody) cannot read it; output discarded: it holds secrets
+        assert settings.exists, f"/etc/sluice/{name}.env is missing"
+        assert (settings.user, settings.group, settings.mode) == ("root", "sluice", 0o640)
+        # root reads it; another user (nobody) cannot. Output discarded: it holds secrets
+        assert host.run(f"sudo -n cat /etc/sluice/{name}.env >/dev/null").rc == 0
         probe = f"sudo -n -u nobody cat /etc/sluice/{name}.env >/dev/null 2>&1; echo $?"
         assert host.check_output(probe) != "0"
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sluice_infra.secrets import required_secrets
+from sluice_infra.settings import group_vars_all
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = {
@@ -24,6 +25,8 @@ ADDRESSES = {"db": "10.77.0.10", "app": "10.77.0.11", "stream": "10.77.0.12"}
 HOSTVARS = {"stream": {"redis_cluster_instances_per_host": 6}}
 #: Every layout's Kafka nodes unless a test says otherwise: the study's 3 on stream.
 KAFKA_HOSTVARS = {"stream": {"kafka_node_ids": [1, 2, 3]}}
+#: The shared settings' marker the validation looks for (the topics every inventory declares).
+SHARED = {"kafka_topics": group_vars_all(REPO / "inventories" / "lab")["kafka_topics"]}
 
 
 def valid_hostvars(
@@ -37,6 +40,7 @@ def valid_hostvars(
             "common_firewall_ssh_sources": list(ssh_sources),
             "inventory_dir": str(REPO / "inventories" / "lab"),
             "lab_subnet": "10.77.0.0/24",
+            **SHARED,
             **{key: f"secret{n:02d}-0123456789abcdef" for n, key in enumerate(required_secrets())},
             **KAFKA_HOSTVARS.get(host, {}),
             **per_host.get(host, {}),

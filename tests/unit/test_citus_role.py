@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 
-from sluice_infra import postgresql_topology
 from sluice_infra.citus_sql import (
     DIST_NODE_QUERY,
     add_node,
@@ -50,16 +48,6 @@ SEED_NODES = "10.77.0.10|5432|0|primary\n10.77.0.10|5433|1|primary\n10.77.0.10|5
 
 def script(*statements: str) -> str:
     return "".join(f"{s};\n" for s in statements)
-
-
-def test_the_defaults_are_the_layouts_fallbacks():
-    """Role defaults are not in hostvars: the layout falls back on its own constants, which
-    must say what the documented defaults say."""
-    defaults = yaml.safe_load((REPO / "ansible/roles/citus/defaults/main.yml").read_text())
-    assert defaults == {
-        "citus_enabled": postgresql_topology.DEFAULT_CITUS_ENABLED,
-        "citus_workers_per_host": postgresql_topology.DEFAULT_WORKERS_PER_HOST,
-    }
 
 
 # --- filters: rows in, SQL out -------------------------------------------------------------------
@@ -415,6 +403,7 @@ def would_run(result: subprocess.CompletedProcess) -> list[str]:
     return names
 
 
+@pytest.mark.ansible
 def test_without_citus_only_the_helpers_are_installed_as_no_ops_once(tmp_path):
     lab = Lab(tmp_path, {"5432": cluster_state("sluice")}, citus=False)
 
@@ -434,6 +423,7 @@ def test_without_citus_only_the_helpers_are_installed_as_no_ops_once(tmp_path):
     assert changed(second) == {"db": 0}
 
 
+@pytest.mark.ansible
 def test_the_seed_layout_is_set_up_in_order_and_a_second_run_changes_nothing(tmp_path):
     lab = Lab(tmp_path, seed_clusters())
 
@@ -485,6 +475,7 @@ def spread_clusters() -> dict:
     return {"5432": cluster_state("sluice"), "6432": cluster_state(), "7432": cluster_state()}
 
 
+@pytest.mark.ansible
 def test_workers_on_other_hosts_have_citus_before_the_coordinator_registers_them(tmp_path):
     lab = Lab(tmp_path, spread_clusters(), spread=True)
 
@@ -502,6 +493,7 @@ def test_workers_on_other_hosts_have_citus_before_the_coordinator_registers_them
     assert changed(first) == {"db": 3, "app": 2, "stream": 2}
 
 
+@pytest.mark.ansible
 def test_a_failing_worker_stops_the_coordinator_from_registering_anything(tmp_path):
     lab = Lab(tmp_path, spread_clusters(), spread=True)
     state = lab.catalog
@@ -517,6 +509,7 @@ def test_a_failing_worker_stops_the_coordinator_from_registering_anything(tmp_pa
     assert lab.catalog["clusters"]["5432"]["nodes"] == []
 
 
+@pytest.mark.ansible
 def test_after_a_package_upgrade_every_node_is_updated_then_the_upgrade_finished(tmp_path):
     lab = Lab(tmp_path, converged(seed_clusters(available="13.1-1"), SEED_ROWS, "13.0-1"))
 
@@ -536,6 +529,7 @@ def test_after_a_package_upgrade_every_node_is_updated_then_the_upgrade_finished
     assert lab.writes() == []
 
 
+@pytest.mark.ansible
 def test_drift_is_repaired_and_strays_reported_not_removed(tmp_path):
     """The coordinator registered as localhost, worker2 missing, a node the inventory does not
     list, and the no-op helpers of a cluster that ran without Citus before."""

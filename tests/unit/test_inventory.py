@@ -251,6 +251,7 @@ def groups_from_list(listing: dict) -> dict[str, list[str]]:
     return groups
 
 
+@pytest.mark.ansible
 @pytest.mark.parametrize("name", ["lab", "lab-spread"])
 def test_the_lab_inventories_are_valid(name):
     inventory = REPO / "inventories" / name
@@ -335,6 +336,7 @@ def bad_inventory(tmp_path: Path) -> Path:
     return inventory
 
 
+@pytest.mark.ansible
 def test_the_playbook_fails_listing_every_problem_without_touching_a_host(bad_inventory):
     inventory = bad_inventory
     result = run_validate_playbook(inventory)
@@ -358,10 +360,12 @@ def test_the_playbook_fails_listing_every_problem_without_touching_a_host(bad_in
     assert "unreachable=0" in output and "unreachable=1" not in output
 
 
+@pytest.mark.ansible
 def test_the_playbook_passes_on_a_lab_inventory_with_its_vault(tmp_path):
     inventory = tmp_path / "lab"
     (inventory / "group_vars" / "all").mkdir(parents=True)
-    for name in ["hosts.yml", "group_vars/all/main.yml", "group_vars/all/lab.yml"]:
+    settings = [f"group_vars/all/{name}" for name in ("00-shared.yml", "main.yml", "lab.yml")]
+    for name in ["hosts.yml", *settings]:
         (inventory / name).write_text((REPO / "inventories" / "lab" / name).read_text())
     password_file = tmp_path / "vault-pass"
     sync_lab_vault(inventory, password_file)
@@ -372,6 +376,7 @@ def test_the_playbook_passes_on_a_lab_inventory_with_its_vault(tmp_path):
     assert "ok: [db -> localhost]" in result.stdout
 
 
+@pytest.mark.ansible
 def test_site_stops_at_validation(bad_inventory):
     """site.yml imports validate.yml first; a bad inventory ends the run there, even when the
     run is limited by tags."""
@@ -385,3 +390,13 @@ def test_site_stops_at_validation(bad_inventory):
     plays = [line for line in output.splitlines() if line.startswith("PLAY [")]
     assert plays == [line for line in plays if "Validate the inventory" in line], plays
     assert "UNREACHABLE" not in output
+
+
+def test_an_inventory_whose_shared_settings_did_not_load_is_one_problem():
+    """Ansible skips a group_vars link that does not resolve without a word."""
+    groups, hostvars = seed_layout()
+    for values in hostvars.values():
+        del values["kafka_topics"]
+    problem = the_problem(validate(groups, hostvars), "shared settings did not load")
+    assert problem.startswith("hosts app, db and stream:")
+    assert "00-shared.yml must be a link to inventories/shared/all.yml" in problem

@@ -12,28 +12,31 @@ from seed_layout import ADDRESSES, valid_hostvars
 
 from sluice_infra import kafka_topology
 from sluice_infra.inventory import validate, variables_read
+from sluice_infra.settings import group_vars_all
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUTS = ["lab", "lab-spread"]
+#: Kafka settings the inventories share (inventories/shared/all.yml).
 KAFKA_SHARED = {
     "kafka_topics",
-    "kafka_replication_factor",
-    "kafka_min_insync_replicas",
     "kafka_client_port_base",
     "kafka_internal_port_base",
     "kafka_controller_port_base",
 }
+#: Kafka settings the checks read that the inventories leave to the kafka role's defaults.
+KAFKA_ROLE_DEFAULTS = {"kafka_replication_factor", "kafka_min_insync_replicas"}
 
 
 def lab_inventory(name: str) -> tuple[dict[str, list[str]], dict[str, dict]]:
     """``inventories/<name>`` as validate() gets it: groups and host variables from hosts.yml,
-    the group_vars/all/main.yml settings the checks read, and a complete vault."""
+    the group_vars/all settings the checks read, and a complete vault."""
     root = REPO / "inventories" / name
     tree = yaml.safe_load((root / "hosts.yml").read_text())["all"]
-    shared = yaml.safe_load((root / "group_vars" / "all" / "main.yml").read_text())
+    shared = group_vars_all(root)
     shared = {key: value for key, value in shared.items() if key in variables_read()}
     # Untemplated here: the checks must read these values as they are written.
     assert set(shared) >= KAFKA_SHARED and "{{" not in repr(shared), shared
+    assert not set(shared) & KAFKA_ROLE_DEFAULTS, "the checks must fall back on the role's"
 
     groups = {"all": list(tree["hosts"]), "ungrouped": []}
     per_host = {host: dict(shared, inventory_dir=str(root)) for host in tree["hosts"]}
@@ -87,6 +90,7 @@ def test_the_checks_read_the_kafka_settings():
         "kafka_node_ids",
         "kafka_process_roles",
         *KAFKA_SHARED,
+        *KAFKA_ROLE_DEFAULTS,
     } <= variables_read()
 
 

@@ -13,6 +13,7 @@ from seed_layout import ADDRESSES, valid_hostvars
 
 from sluice_infra import postgresql_topology
 from sluice_infra.inventory import validate, variables_read
+from sluice_infra.settings import group_vars_all
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUTS = ["lab", "lab-spread"]
@@ -22,11 +23,11 @@ def lab_inventory(
     name: str, citus_enabled: bool = False, standbys: list[str] | None = None
 ) -> tuple[dict[str, list[str]], dict[str, dict]]:
     """``inventories/<name>`` as validate() gets it: groups and host variables from hosts.yml,
-    the group_vars/all/main.yml settings the checks read, a complete vault, and the given
+    the group_vars/all settings the checks read, a complete vault, and the given
     citus_enabled and postgresql_standby_hosts on every host (as group_vars sets them)."""
     root = REPO / "inventories" / name
     tree = yaml.safe_load((root / "hosts.yml").read_text())["all"]
-    shared = yaml.safe_load((root / "group_vars" / "all" / "main.yml").read_text())
+    shared = group_vars_all(root)
     shared = {key: value for key, value in shared.items() if key in variables_read()}
     shared["citus_enabled"] = citus_enabled
     shared["postgresql_standby_hosts"] = list(standbys or [])

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from sluice_infra.settings import group_vars_all
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ansible" / "plugins" / "module_utils"))
@@ -25,9 +26,7 @@ from sluice_kafka import (  # noqa: E402  (found through the path added above)
 )
 
 #: The study's ACLs, as the lab inventories declare them.
-ACLS = yaml.safe_load(
-    (REPO / "inventories" / "lab" / "group_vars" / "all" / "main.yml").read_text()
-)["kafka_acls"]
+ACLS = group_vars_all(REPO / "inventories" / "lab")["kafka_acls"]
 
 
 def acl(principal: str, operation: str, name: str = "t", resource_type: str = "topic") -> AclEntry:

@@ -518,6 +518,7 @@ def run_plugin(tmp_path: Path, pki: Path, brokers: list[dict], *extra: str) -> d
     return json.loads(result_file.read_text())
 
 
+@pytest.mark.ansible
 def test_plugin_reports_check_mode_then_issues_then_changes_nothing(tmp_path, pki):
     brokers = [{"name": "stream", **STREAM}, {"name": "stream2", "dns_names": ["stream2"]}]
 
@@ -541,6 +542,7 @@ def test_plugin_reports_check_mode_then_issues_then_changes_nothing(tmp_path, pk
     assert snapshot(pki) == written
 
 
+@pytest.mark.ansible
 def test_plugin_refuses_an_unusable_own_certificate_before_writing(tmp_path, pki, own_ca):
     ca, ca_key, _ = own_ca
     pki.mkdir(parents=True)

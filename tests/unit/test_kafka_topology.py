@@ -8,17 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 
 from sluice_infra import kafka_topology
 from sluice_infra.kafka_topology import (
-    DEFAULT_CLIENT_PORT_BASE,
-    DEFAULT_CONTROLLER_PORT_BASE,
-    DEFAULT_INTERNAL_PORT_BASE,
-    DEFAULT_MIN_INSYNC_REPLICAS,
-    DEFAULT_REPLICATION_FACTOR,
-    DEFAULT_ROLES,
     Node,
     PlanError,
     bootstrap_servers,
@@ -35,6 +28,7 @@ from sluice_infra.kafka_topology import (
     tls_subjects,
     topic_specs,
 )
+from sluice_infra.settings import group_vars_all
 
 REPO = Path(__file__).resolve().parents[2]
 FILTER = REPO / "ansible" / "plugins" / "filter" / "sluice_kafka.py"
@@ -45,9 +39,7 @@ SPREAD = {
     "stream": {"ansible_host": "10.77.0.12", "kafka_node_ids": [3]},
 }
 #: The study's topics, as the lab inventories declare them.
-TOPICS = yaml.safe_load(
-    (REPO / "inventories" / "lab" / "group_vars" / "all" / "main.yml").read_text()
-)["kafka_topics"]
+TOPICS = group_vars_all(REPO / "inventories" / "lab")["kafka_topics"]
 
 
 def seed_nodes() -> list[Node]:
@@ -128,19 +120,6 @@ def test_a_node_survives_the_trip_through_ansible_data():
     assert data["controller_endpoint"] == "10.77.0.12:9293"
     assert data["is_broker"] is True and data["roles"] == ["broker", "controller"]
     assert Node.from_mapping(data) == node
-
-
-def test_the_defaults_are_the_roles():
-    role = yaml.safe_load(
-        (REPO / "ansible" / "roles" / "kafka" / "defaults" / "main.yml").read_text()
-    )
-
-    assert role["kafka_client_port_base"] == DEFAULT_CLIENT_PORT_BASE
-    assert role["kafka_internal_port_base"] == DEFAULT_INTERNAL_PORT_BASE
-    assert role["kafka_controller_port_base"] == DEFAULT_CONTROLLER_PORT_BASE
-    assert tuple(role["kafka_process_roles"]) == DEFAULT_ROLES
-    assert role["kafka_replication_factor"] == DEFAULT_REPLICATION_FACTOR
-    assert role["kafka_min_insync_replicas"] == DEFAULT_MIN_INSYNC_REPLICAS
 
 
 @pytest.mark.parametrize(

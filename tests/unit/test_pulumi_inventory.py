@@ -20,6 +20,7 @@ from yamllint.config import YamlLintConfig
 
 from sluice_infra import pulumi_inventory
 from sluice_infra.pulumi_inventory import InventoryError, parse_outputs, render
+from sluice_infra.settings import group_vars_all
 
 BIN = Path(sys.executable).parent
 PROXMOX = REPO / "inventories" / "proxmox"
@@ -141,23 +142,28 @@ def test_the_cli_warns_while_the_ssh_sources_are_still_the_example(tmp_path, cap
 # -- inventories/proxmox/group_vars ------------------------------------------------------------
 
 
-def test_production_settings_keep_every_lab_setting_and_add_the_package_sources():
-    lab = yaml.safe_load((REPO / "inventories/lab/group_vars/all/main.yml").read_text())
-    production = yaml.safe_load((PROXMOX / "group_vars/all/main.yml").read_text())
-    # ansible_user comes from the stack (hosts.yml); every other lab setting is shared
-    missing = sorted(set(lab) - {"ansible_user"} - set(production))
-    assert missing == [], "mirror these into inventories/proxmox/group_vars/all/main.yml"
-    assert "ansible_user" not in production  # it would override the stack's admin user
-    differ = {key for key in lab if key in production and production[key] != lab[key]}
-    assert differ == {
-        "citus_enabled",
-        "common_firewall_ssh_sources",
-        "common_ntp_servers",
-        "sluice_http_client_cidrs",
-    }, "production differs from the lab in these settings only on purpose; mirror the others"
+def test_production_settings_add_the_package_sources_and_leave_the_admin_user_to_the_stack():
+    # the lab's other settings reach production through the shared file (tests/unit/test_settings)
+    production = group_vars_all(PROXMOX)
+    assert "ansible_user" not in production  # group_vars would override the stack's admin user
     assert production["postgresql_apt_source"] == "pgdg"
     assert production["postgresql_version"] == 18
     assert production["citus_enabled"] is True
+
+
+def test_the_cli_warns_when_the_shared_settings_would_not_load(tmp_path, capsys):
+    inventory = tmp_path / "proxmox"
+    shutil.copytree(PROXMOX / "group_vars", inventory / "group_vars")  # copies the link's target
+    argv = ["--from-json", "-", "--out", str(inventory / "hosts.yml")]
+    assert pulumi_inventory.main(argv, stdin=io.StringIO(stack_output_json())) == 0
+    assert "00-shared.yml is missing" not in capsys.readouterr().err
+    link = inventory / "group_vars" / "all" / "00-shared.yml"
+    link.unlink()
+    link.symlink_to("../../../shared/all.yml")  # the repository's link, dangling outside it
+    assert pulumi_inventory.main(argv, stdin=io.StringIO(stack_output_json())) == 0
+    warning = capsys.readouterr().err
+    assert f"{link} is missing or a broken link" in warning
+    assert "`ln -sf " in warning and "/inventories/shared/all.yml " in warning
 
 
 def test_the_vault_example_is_the_labs():
@@ -205,6 +211,7 @@ def validate(inventory: Path, password_file: Path) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.ansible
 @pytest.mark.parametrize("layout", ["seed", "spread"])
 def test_site_yml_validation_accepts_the_rendered_inventory(tmp_path, layout):
     result = validate(*proxmox_inventory(tmp_path, layout))
@@ -213,6 +220,7 @@ def test_site_yml_validation_accepts_the_rendered_inventory(tmp_path, layout):
     assert "unreachable=0" in result.stdout and "failed=0" in result.stdout
 
 
+@pytest.mark.ansible
 def test_site_yml_validation_refuses_a_broken_rendered_inventory(tmp_path):
     inventory, password_file = proxmox_inventory(tmp_path, "seed")
     hosts = inventory / "hosts.yml"

@@ -11,15 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 from seed_layout import ADDRESSES, GROUPS, the_problem, valid_hostvars
 
 from sluice_infra.inventory import validate, variables_read
 from sluice_infra.redis_topology import (
-    DEFAULT_INSTANCES_PER_HOST,
-    DEFAULT_PORT_BASE,
-    DEFAULT_REPLICAS,
     HASH_SLOTS,
     Instance,
     PlanError,
@@ -106,15 +102,6 @@ def test_instances_take_host_settings_else_the_defaults():
         ("db", "db", 8000),  # no ansible_host: the host name
         ("db", "db", 8001),
     ]
-
-
-def test_the_defaults_are_the_roles():
-    assert (DEFAULT_INSTANCES_PER_HOST, DEFAULT_PORT_BASE, DEFAULT_REPLICAS) == (2, 7000, 1)
-    defaults = REPO / "ansible" / "roles" / "redis_cluster" / "defaults" / "main.yml"
-    role = yaml.safe_load(defaults.read_text())
-    assert role["redis_cluster_instances_per_host"] == DEFAULT_INSTANCES_PER_HOST
-    assert role["redis_cluster_port_base"] == DEFAULT_PORT_BASE
-    assert role["redis_cluster_replicas"] == DEFAULT_REPLICAS
 
 
 @pytest.mark.parametrize(
@@ -375,6 +362,7 @@ all:
 """
 
 
+@pytest.mark.ansible
 def test_ansible_finds_the_filters_and_plans_from_hostvars(tmp_path):
     (tmp_path / "hosts.yml").write_text(SPREAD_HOSTS)
     expression = (

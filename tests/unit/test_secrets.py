@@ -85,6 +85,7 @@ def test_spec_names_every_service_account():
     assert all(k.startswith("vault_") and k.endswith("_password") for k in keys)
 
 
+@pytest.mark.ansible
 def test_creates_a_private_password_file_and_an_encrypted_complete_vault(inventory, password_file):
     assert ensure_lab_vault(inventory, password_file) is True
 
@@ -103,6 +104,7 @@ def test_creates_a_private_password_file_and_an_encrypted_complete_vault(invento
     )
 
 
+@pytest.mark.ansible
 def test_plaintext_is_never_written_anywhere(inventory, password_file, tmp_path):
     ensure_lab_vault(inventory, password_file)
     values = yaml.safe_load(decrypt(vault_of(inventory), password_file))
@@ -114,6 +116,7 @@ def test_plaintext_is_never_written_anywhere(inventory, password_file, tmp_path)
     assert sorted(p.name for p in vault_of(inventory).parent.iterdir()) == ["vault.yml"]
 
 
+@pytest.mark.ansible
 def test_secrets_never_reach_a_command_line(inventory, password_file, monkeypatch):
     commands: list[list[str]] = []
     real_run = subprocess.run
@@ -133,6 +136,7 @@ def test_secrets_never_reach_a_command_line(inventory, password_file, monkeypatc
     assert password_file.read_text().strip() not in arguments
 
 
+@pytest.mark.ansible
 def test_second_call_changes_nothing(inventory, password_file):
     ensure_lab_vault(inventory, password_file)
     vault_bytes = vault_of(inventory).read_bytes()
@@ -144,6 +148,7 @@ def test_second_call_changes_nothing(inventory, password_file):
     assert password_file.read_bytes() == password_bytes
 
 
+@pytest.mark.ansible
 def test_missing_keys_are_added_and_existing_values_kept(inventory, password_file):
     ensure_lab_vault(inventory, password_file)
     keys = required_secrets()
@@ -165,6 +170,7 @@ def test_missing_keys_are_added_and_existing_values_kept(inventory, password_fil
     assert ensure_lab_vault(inventory, password_file) is False
 
 
+@pytest.mark.ansible
 def test_existing_password_file_is_kept(inventory, password_file):
     password_file.parent.mkdir(mode=0o700)
     password_file.write_text("operator-chosen-password\n")
@@ -175,6 +181,7 @@ def test_existing_password_file_is_kept(inventory, password_file):
     assert yaml.safe_load(decrypt(vault_of(inventory), password_file))
 
 
+@pytest.mark.ansible
 def test_a_vault_of_another_password_is_refused_and_left_alone(inventory, password_file, tmp_path):
     other = tmp_path / "other-pass"
     other.write_text("another password\n")
@@ -192,6 +199,7 @@ def test_not_an_inventory_is_refused(tmp_path, password_file):
         ensure_lab_vault(tmp_path / "nowhere", password_file)
 
 
+@pytest.mark.ansible
 def test_cli_prints_one_line_and_no_secret(inventory, password_file, capsys):
     assert main(cli_args(inventory, password_file)) == 0
     created = capsys.readouterr().out
@@ -206,6 +214,7 @@ def test_cli_prints_one_line_and_no_secret(inventory, password_file, capsys):
     assert not [v for v in values if v in created + again]
 
 
+@pytest.mark.ansible
 def test_cli_reports_added_keys(inventory, password_file, capsys):
     ensure_lab_vault(inventory, password_file)
     keys = required_secrets()

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sluice import __version__
-from sluice.aggregates import DEFAULT_TTL_SECONDS
+from sluice.derived.aggregates import DEFAULT_TTL_SECONDS
 
 if TYPE_CHECKING:
     from sluice.config import Settings
@@ -141,7 +141,7 @@ def _version(_arguments: argparse.Namespace) -> int:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
-    from sluice.server import serve
+    from sluice.service import run_api
 
     settings = _settings()
     metrics_port = arguments.metrics_port
@@ -154,7 +154,7 @@ def _serve(arguments: argparse.Namespace) -> int:
                 f"--metrics-port-offset {arguments.metrics_port_offset} puts the metrics on "
                 f"{metrics_port}, which is not a TCP port number (1 to 65535)"
             )
-    return serve(settings, port=arguments.port, metrics_port=metrics_port)
+    return run_api(settings, port=arguments.port, metrics_port=metrics_port)
 
 
 def _process(arguments: argparse.Namespace) -> int:
@@ -164,7 +164,7 @@ def _process(arguments: argparse.Namespace) -> int:
 
 
 def _migrate(arguments: argparse.Namespace) -> int:
-    from sluice.migrate import run
+    from sluice.storage.migrate import run
 
     report = run(_settings().postgres.writer_dsn, premake=arguments.premake)
     print(report.summary())
@@ -174,8 +174,8 @@ def _migrate(arguments: argparse.Namespace) -> int:
 
 
 def _keys_new(arguments: argparse.Namespace) -> int:
-    from sluice.apikeys import new_key
-    from sluice.store import PgKeyStore, open_pool
+    from sluice.api.apikeys import new_key
+    from sluice.storage.store import PgKeyStore, open_pool
 
     async def create() -> str:
         presented, stored = new_key(arguments.tenant)
@@ -192,7 +192,7 @@ def _keys_new(arguments: argparse.Namespace) -> int:
 
 
 def _keys_revoke(arguments: argparse.Namespace) -> int:
-    from sluice.store import PgKeyStore, open_pool
+    from sluice.storage.store import PgKeyStore, open_pool
 
     async def revoke() -> bool:
         pool = await open_pool(_settings().postgres.writer_dsn, timeout=30.0)
@@ -209,7 +209,7 @@ def _keys_revoke(arguments: argparse.Namespace) -> int:
 
 
 def _replay_aggregates(arguments: argparse.Namespace) -> int:
-    from sluice.replay import plan_aggregates, run_aggregates
+    from sluice.derived.replay import plan_aggregates, run_aggregates
 
     plan = plan_aggregates(
         arguments.since,

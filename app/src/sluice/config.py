@@ -69,8 +69,8 @@ from typing import Final, TypeVar
 
 from psycopg.conninfo import make_conninfo
 
-from sluice.apikeys import validate_tenant
 from sluice.cloudevents import Limits
+from sluice.tenants import validate_tenant
 
 PREFIX: Final = "SLUICE_"
 

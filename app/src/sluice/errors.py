@@ -32,10 +32,6 @@ class ApiError(Exception):
         self.detail = detail
         self.retry_after = retry_after
 
-    def to_body(self) -> dict[str, str]:
-        """The JSON response body; the status and Retry-After travel outside it."""
-        return {"error": self.code, "detail": self.detail}
-
 
 class BadRequest(ApiError):
     """400: the request is well-addressed but its content is wrong (invalid event, bad JSON)."""
@@ -53,12 +49,6 @@ class Forbidden(ApiError):
     """403: the credential is valid but does not allow this request."""
 
     status = 403
-
-
-class NotFound(ApiError):
-    """404: nothing at this path, or nothing this tenant may see there."""
-
-    status = 404
 
 
 class TooLarge(ApiError):

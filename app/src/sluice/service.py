@@ -4,8 +4,15 @@ adapters, from one :class:`sluice.config.Settings`.
 The API's dependencies are opened inside the server's event loop (Starlette's lifespan) and
 closed there; a dependency that is down at start leaves the instance running and not ready
 (``/readyz`` 503), so HAProxy keeps it out of rotation until it is. The processor is a plain
-synchronous process: its PostgreSQL writes go through the same :class:`sluice.store.EventStore`
-as the API's reads, driven by a private event loop.
+synchronous process: its PostgreSQL writes go through the same
+:class:`sluice.storage.store.EventStore` as the API's reads, driven by a private event loop.
+
+Metrics. ``sluice serve`` binds to loopback behind HAProxy, and ``sluice process`` serves no
+HTTP at all, so neither can be scraped from the monitoring host as they are. ``--metrics-port
+PORT`` starts :func:`serve_metrics`: prometheus_client's server in a daemon thread, on
+``SLUICE_METRICS_HOST`` (every interface by default), serving the process's registry at
+``/metrics`` (for ``serve``, the same registry as the API's ``GET /metrics``; for ``process``,
+:class:`sluice.processor.metrics.ProcessorMetrics`).
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ import signal
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import CollectorRegistry, start_http_server
 from starlette.applications import Starlette
 
-from sluice import store
-from sluice.api import Metrics, create_app
+from sluice.adapters.kafka import KafkaConsumer, KafkaProducer, KafkaSink
+from sluice.adapters.redis import RedisApi, RedisProcessor
+from sluice.api.app import Metrics, create_app
+from sluice.api.server import serve
 from sluice.config import Settings
-from sluice.enrich import Enricher
-from sluice.kafka_io import KafkaConsumer, KafkaProducer, KafkaSink
-from sluice.metrics import ProcessorMetrics, serve_metrics
-from sluice.processor import Processor, ProcessorConfig, stop_on_signals
-from sluice.queries import StoreQuery
-from sluice.redis_io import RedisApi, RedisProcessor
+from sluice.derived.enrich import Enricher
+from sluice.processor.engine import Processor, ProcessorConfig, stop_on_signals
+from sluice.processor.metrics import ProcessorMetrics
+from sluice.storage import store
+from sluice.storage.queries import StoreQuery
+from sluice.storage.rows import EventRow, RowKey
 
 log = logging.getLogger("sluice.service")
 
@@ -36,8 +47,23 @@ log = logging.getLogger("sluice.service")
 PROCESSOR_GROUP = "sluice-processor"
 
 
+def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> WSGIServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread, until the
+    process exits or the returned server's ``shutdown()``. Raises RuntimeError naming the
+    address when it cannot be bound, so the command fails at start."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise RuntimeError(
+            f"cannot serve metrics on {host}:{port} ({reason}): choose a free --metrics-port "
+            "(each instance needs its own) or another SLUICE_METRICS_HOST"
+        ) from None
+    return server
+
+
 class ServiceHealth:
-    """:class:`sluice.ports.Health`: each dependency answered just now, or not."""
+    """:class:`sluice.api.ports.Health`: each dependency answered just now, or not."""
 
     def __init__(self, sink: KafkaSink, redis: RedisApi, events: store.EventStore) -> None:
         self.sink, self.redis, self.events = sink, redis, events
@@ -101,16 +127,27 @@ def build_api(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     return app
 
 
+def run_api(settings: Settings, port: int | None = None, metrics_port: int | None = None) -> int:
+    """``sluice serve``: one API instance until SIGTERM/SIGINT; 0 after a drained stop. With
+    ``metrics_port``, the API's metrics are also served there, bound before anything else so a
+    port in use fails the start."""
+    metrics = Metrics()
+    if metrics_port is not None:
+        serve_metrics(metrics.registry, metrics_port, settings.metrics_host)
+    return serve(build_api(settings, metrics), settings, port)
+
+
 class SyncEventWriter:
-    """:class:`sluice.processor.EventWriter` over :class:`sluice.store.EventStore`, for the
-    synchronous processor: one private event loop, one writer pool."""
+    """:class:`sluice.processor.types.EventWriter` over
+    :class:`sluice.storage.store.EventStore`, for the synchronous processor: one private event
+    loop, one writer pool."""
 
     def __init__(self, conninfo: str) -> None:
         self._runner = asyncio.Runner()
         self._pool = self._runner.run(store.open_pool(conninfo, max_size=2, timeout=30.0))
         self.events = store.EventStore(self._pool)
 
-    def insert_event_keys(self, rows: Sequence[store.EventRow]) -> Collection[store.RowKey]:
+    def insert_event_keys(self, rows: Sequence[EventRow]) -> Collection[RowKey]:
         return self._runner.run(self.events.insert_event_keys(rows))
 
     def customers(self, tenant: str, ids: Collection[str]) -> Mapping[str, Mapping[str, Any]]:

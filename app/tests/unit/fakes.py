@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from sluice.api import Metrics, create_app
-from sluice.apikeys import StoredKey, new_key
+from sluice.api.apikeys import StoredKey, new_key
+from sluice.api.app import Metrics, create_app
+from sluice.api.ports import EventQueryParams, RateLimitDecision
 from sluice.cloudevents import Event, Limits
 from sluice.config import KafkaSettings, OidcSettings, PostgresSettings, RedisSettings, Settings
 from sluice.errors import BadRequest, Unavailable
-from sluice.ports import EventQueryParams, RateLimitDecision
 
 ISSUER = "https://sso.example.com/realms/sluice"
 AUDIENCE = "sluice-api"

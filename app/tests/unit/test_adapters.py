@@ -10,18 +10,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
-from sluice.aggregates import MINUTE, BucketSet, bucket_key, key_slot
-from sluice.cli import main
-from sluice.config import KafkaSettings
-from sluice.kafka_io import client_config, producer_config
-from sluice.redis_io import (
+from sluice.adapters.kafka import client_config, producer_config
+from sluice.adapters.redis import (
     RedisProcessor,
     bucket_fields,
     fold_minutes,
     minute_starts,
     rate_limit_keys,
 )
+from sluice.cli import main
+from sluice.config import KafkaSettings
+from sluice.derived.aggregates import MINUTE, BucketSet, bucket_key
 
 
 def test_every_producer_is_idempotent_with_acks_all_and_the_java_partitioner() -> None:
@@ -50,7 +51,8 @@ def test_plaintext_settings_carry_no_sasl_keys() -> None:
 def test_rate_limit_keys_share_the_tenant_slot() -> None:
     window, seq = rate_limit_keys("acme")
     assert window == "sluice:{acme}:rl" and seq == "sluice:{acme}:rl:seq"
-    assert key_slot(window) == key_slot(seq) == key_slot(bucket_key("acme", MINUTE, _at(12, 0)))
+    bucket = bucket_key("acme", MINUTE, _at(12, 0))
+    assert key_slot(window.encode()) == key_slot(seq.encode()) == key_slot(bucket.encode())
 
 
 def test_minute_starts_end_with_the_current_minute_oldest_first() -> None:
@@ -148,8 +150,8 @@ def _at(hour: int, minute: int, second: int = 0) -> datetime:
 def test_a_redis_outage_is_a_503_naming_redis() -> None:
     import redis as redis_lib
 
+    from sluice.adapters.redis import _redis_unavailable
     from sluice.errors import Unavailable
-    from sluice.redis_io import _redis_unavailable
 
     error = _redis_unavailable(redis_lib.ConnectionError("refused"))
     assert isinstance(error, Unavailable) and error.status == 503
@@ -159,7 +161,7 @@ def test_a_redis_outage_is_a_503_naming_redis() -> None:
 def test_a_kafka_failure_is_a_503_naming_the_error_not_the_brokers() -> None:
     from confluent_kafka import KafkaError, KafkaException
 
-    from sluice.kafka_io import _error_name
+    from sluice.adapters.kafka import _error_name
 
     assert _error_name(KafkaException(KafkaError(KafkaError._TRANSPORT))) == "_TRANSPORT"
     assert _error_name(KafkaException("text")) == "KafkaException"
@@ -167,9 +169,8 @@ def test_a_kafka_failure_is_a_503_naming_the_error_not_the_brokers() -> None:
 
 def test_function_calls_are_routed_by_their_own_keys_without_asking_the_server() -> None:
     from redis.connection import Encoder
-    from redis.crc import key_slot
 
-    from sluice.redis_io import _AsyncCluster, _SyncCluster, function_call_keys
+    from sluice.adapters.redis import _AsyncCluster, _SyncCluster, function_call_keys
 
     assert function_call_keys(("FCALL", "f", 2, "sluice:{t}:a", "sluice:{t}:b", "x")) == (
         "sluice:{t}:a",

@@ -1,5 +1,6 @@
 """Aggregates: which bucket an event lands in, the Redis key names and slots the Functions
-library needs, and the ``events.aggregated`` records built from Redis's totals."""
+library needs (slots as redis-py computes them), and the ``events.aggregated`` records built
+from Redis's totals."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from redis.crc import key_slot
 
-from sluice.aggregates import (
+from sluice.derived.aggregates import (
     DEFAULT_TTL_SECONDS,
     FIVE_MINUTES,
     HOUR,
@@ -23,9 +25,6 @@ from sluice.aggregates import (
     build_increments,
     check_event_type,
     check_ttl,
-    group_by_node,
-    group_by_slot,
-    key_slot,
     remaining_ttl,
     window_counts,
 )
@@ -72,22 +71,6 @@ def test_bucket_keys_are_the_ones_sluice_lua_documents() -> None:
     assert bucket_key("t1", HOUR, start) == "sluice:{t1}:agg1h:202611262301"
 
 
-@pytest.mark.parametrize(
-    ("key", "slot"),
-    [
-        # The cluster specification's CRC16 check value (0x31C3) and hash-tag examples.
-        ("123456789", 12739),
-        ("foo", 12182),
-        ("bar", 5061),
-        ("foo{bar}{zap}", 5061),
-        ("foo{}{bar}", 8363),
-        ("foo{{bar}}zap", 4015),
-    ],
-)
-def test_key_slot_follows_the_cluster_specification(key: str, slot: int) -> None:
-    assert key_slot(key) == slot
-
-
 def test_every_bucket_of_a_tenant_is_in_the_slot_of_its_hash_tag() -> None:
     increments = build_increments(
         [
@@ -97,8 +80,8 @@ def test_every_bucket_of_a_tenant_is_in_the_slot_of_its_hash_tag() -> None:
     )
 
     assert {increment.key.split(":")[1] for increment in increments} == {"{acme}"}
-    assert {increment.slot for increment in increments} == {key_slot("acme")}
-    assert key_slot("acme") != key_slot("globex")
+    assert {key_slot(increment.key.encode()) for increment in increments} == {key_slot(b"acme")}
+    assert key_slot(b"acme") != key_slot(b"globex")
 
 
 def test_increments_count_each_event_once_per_window() -> None:
@@ -179,22 +162,6 @@ def test_types_sluice_lua_refuses_are_named(event_type: str) -> None:
 def test_ordinary_types_can_be_counted() -> None:
     assert check_event_type("total") is None
     assert check_event_type("_totals") is None
-
-
-def test_grouping_by_node_puts_each_tenant_on_the_node_of_its_slot() -> None:
-    tenants = [f"tenant-{index}" for index in range(40)]
-    increments = build_increments((tenant, "t", at("2026-11-26T23:01:00Z")) for tenant in tenants)
-
-    def node_for_slot(slot: int) -> str:
-        return ("a", "b", "c")[slot * 3 // 16384]
-
-    groups = group_by_node(increments, node_for_slot)
-
-    assert sum(len(group) for group in groups.values()) == len(increments)
-    for node, group in groups.items():
-        assert {node_for_slot(key_slot(increment.key)) for increment in group} == {node}
-    assert len(groups) == 3
-    assert sorted(group_by_slot(increments)) == sorted({key_slot(tenant) for tenant in tenants})
 
 
 def test_window_counts_carry_the_totals_redis_answered() -> None:
@@ -297,7 +264,7 @@ def test_counted_rows_become_one_bucket_set_per_bucket_with_the_remaining_ttl() 
     assert bucket.total == 7 and rebuilt.events == 9
     # expires 86400 s after its start, 10:05 tomorrow: 22 h 5 min from now
     assert bucket.ttl_seconds == 22 * 3600 + 5 * 60
-    assert bucket.slot == key_slot("acme")
+    assert key_slot(bucket.key.encode()) == key_slot(b"acme")
 
 
 def test_a_bucket_set_is_the_fcall_sluice_lua_expects() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sluice.anomaly import AnomalyConfig, AnomalyDetector, alert_key, minute_of
+from sluice.derived.anomaly import AnomalyConfig, AnomalyDetector, alert_key, minute_of
 
 #: A minute number: 2026-11-26T23:00Z. The detector only compares minutes.
 T0 = minute_of(int(datetime(2026, 11, 26, 23, 0, tzinfo=UTC).timestamp() * 1000))

@@ -23,10 +23,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
-from sluice.api import openapi_document
+from sluice.api.app import openapi_document
+from sluice.api.ports import EventQueryParams
 from sluice.cloudevents import BATCH_MEDIA_TYPE, STRUCTURED_MEDIA_TYPE
 from sluice.errors import Unavailable
-from sluice.ports import EventQueryParams
 
 
 @pytest.fixture
@@ -224,8 +224,9 @@ def test_no_credential_is_401_with_a_bearer_challenge(service: Service) -> None:
 def test_a_spent_budget_is_429_with_retry_after(service: Service) -> None:
     service.limiter.denied["a"] = 2.2
     response = post(service, structured(event()))
-    assert_error(response, 429, "rate_limited", "10000 requests per 60 s")
+    body = assert_error(response, 429, "rate_limited", "10000 requests per 60 s")
     assert response.headers["retry-after"] == "3"
+    assert set(body) == {"error", "detail"}  # Retry-After travels beside the body, not in it
     assert service.sink.sent == []
     assert post(service, structured(event()), key=service.key_b).status_code == 202
 
@@ -464,7 +465,7 @@ def test_an_unexpected_exception_is_a_logged_500_without_internals(
     service: Service, caplog: pytest.LogCaptureFixture
 ) -> None:
     service.query.failure = RuntimeError("password=hunter2 in a stack trace")
-    with caplog.at_level(logging.ERROR, logger="sluice.api"):
+    with caplog.at_level(logging.ERROR, logger="sluice.api.app"):
         response = service.client.get("/api/v1/query", headers=service.auth())
     body = assert_error(response, 500, "internal_error")
     assert "hunter2" not in response.text

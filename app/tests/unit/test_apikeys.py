@@ -8,15 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice.apikeys import (
-    StoredKey,
-    authenticate,
-    new_key,
-    parse_key,
-    validate_tenant,
-    verify,
-)
+from sluice.api.apikeys import StoredKey, authenticate, new_key, parse_key, verify
 from sluice.errors import Unauthorized
+from sluice.tenants import validate_tenant
 
 KEY_SHAPE = re.compile(r"sk_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})")
 

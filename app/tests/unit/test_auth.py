@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sluice.apikeys import StoredKey, new_key
-from sluice.auth import Authenticator, JwksCache, Principal
+from sluice.api.apikeys import StoredKey, new_key
+from sluice.api.auth import Authenticator, JwksCache, Principal
 from sluice.config import OidcSettings
 from sluice.errors import ApiError, Forbidden, Unauthorized, Unavailable
 

@@ -81,10 +81,9 @@ def test_a_metrics_port_in_use_fails_the_start_naming_the_port(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import sluice.server
     import sluice.service
 
-    monkeypatch.setattr(sluice.server, "build_api", _must_not_start)
+    monkeypatch.setattr(sluice.service, "build_api", _must_not_start)
     monkeypatch.setattr(sluice.service, "SyncEventWriter", _must_not_start)
 
     assert main([command, "--metrics-port", str(busy_port)]) == 2
@@ -120,9 +119,9 @@ def test_the_metrics_port_option_is_documented(
 def test_the_metrics_port_offset_follows_the_instance_port(
     busy_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sluice.server
+    import sluice.service
 
-    monkeypatch.setattr(sluice.server, "build_api", _must_not_start)
+    monkeypatch.setattr(sluice.service, "build_api", _must_not_start)
     # one unit template: `serve --port %i --metrics-port-offset N` for every instance
     assert main(["serve", "--port", str(busy_port - 7), "--metrics-port-offset", "7"]) == 2
     assert f"cannot serve metrics on 127.0.0.1:{busy_port}" in capsys.readouterr().err

@@ -82,7 +82,6 @@ def rejected(mode: str, attributes: dict[str, Any], *, status: int = 400, **kwar
         send(mode, attributes, **kwargs)
     error = caught.value
     assert error.status == status
-    assert error.to_body() == {"error": error.code, "detail": error.detail}
     if status == 400:
         assert error.code == "invalid_event"
     if mode == "batch":
@@ -108,7 +107,6 @@ def error_of(
 ) -> ApiError:
     with pytest.raises(ApiError) as caught:
         parse_request(content_type, headers or {}, body, limits)
-    assert caught.value.to_body() == {"error": caught.value.code, "detail": caught.value.detail}
     return caught.value
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sluice.cloudevents import Event
-from sluice.enrich import MISSING, EnrichConfig, Enricher, TtlCache, customer_id
+from sluice.derived.enrich import MISSING, EnrichConfig, Enricher, TtlCache, customer_id
 
 
 class ReferenceTable:

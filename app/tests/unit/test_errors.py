@@ -1,4 +1,5 @@
-"""The error classes the API renders: status, machine code, and the body a client reads."""
+"""The error classes the API renders: status, machine code, detail and Retry-After (the body
+a client reads is checked through the API, in test_api.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from sluice.errors import (
     ApiError,
     BadRequest,
     Forbidden,
-    NotFound,
     RateLimited,
     TooLarge,
     Unauthorized,
@@ -23,7 +23,6 @@ from sluice.errors import (
         (BadRequest("invalid_event", "attribute 'id' is required"), 400),
         (Unauthorized("invalid_credentials", "the API key is malformed"), 401),
         (Forbidden("forbidden", "this key may not read tenant b"), 403),
-        (NotFound("not_found", "no such path"), 404),
         (TooLarge("request_too_large", "over 5242880 bytes"), 413),
         (UnsupportedMediaType("unsupported_media_type", "send application/cloudevents+json"), 415),
         (RateLimited("rate_limited", "10000 requests a minute", retry_after=7), 429),
@@ -31,18 +30,16 @@ from sluice.errors import (
         (ApiError("internal_error", "a bug"), 500),
     ],
 )
-def test_each_error_has_its_status_and_the_same_body_shape(error: ApiError, status: int) -> None:
+def test_each_error_has_its_status_code_and_detail(error: ApiError, status: int) -> None:
     assert isinstance(error, ApiError)
     assert error.status == status
-    assert error.to_body() == {"error": error.code, "detail": error.detail}
     assert str(error) == f"{status} {error.code}: {error.detail}"
 
 
-def test_retry_after_travels_beside_the_body() -> None:
+def test_a_rate_limit_carries_its_retry_after() -> None:
     error = RateLimited("rate_limited", "slow down", retry_after=30)
 
     assert error.retry_after == 30
-    assert "retry_after" not in error.to_body()
 
 
 def test_client_errors_have_no_retry_after_by_default() -> None:

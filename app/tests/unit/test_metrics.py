@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from sluice import kafka_io
+from sluice.adapters import kafka
+from sluice.adapters.kafka import STATISTICS_INTERVAL_MS, KafkaConsumer, consumer_lags
 from sluice.config import KafkaSettings
-from sluice.kafka_io import STATISTICS_INTERVAL_MS, KafkaConsumer, consumer_lags
-from sluice.metrics import STATS_COUNTERS, ProcessorMetrics, serve_metrics
-from sluice.processor import ProcessorStats, TopicPartition
+from sluice.processor.metrics import STATS_COUNTERS, ProcessorMetrics
+from sluice.processor.types import ProcessorStats, TopicPartition
+from sluice.service import serve_metrics
 
 RAW = "events.raw"
 
@@ -187,7 +188,7 @@ def rd_consumer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], _FakeR
         made.append(_FakeRdConsumer(config))
         return made[-1]
 
-    monkeypatch.setattr(kafka_io, "RdConsumer", make)
+    monkeypatch.setattr(kafka, "RdConsumer", make)
     yield lambda: made[-1]
 
 
@@ -221,7 +222,7 @@ def test_the_statistics_callback_reports_the_lag_of_the_current_assignment(
     fake.assigned = [RdTopicPartition(RAW, 0), RdTopicPartition(RAW, 7)]
 
     fake.config["stats_cb"](STATS)
-    with caplog.at_level(logging.WARNING, logger="sluice.kafka_io"):
+    with caplog.at_level(logging.WARNING, logger="sluice.adapters.kafka"):
         fake.config["stats_cb"]("{not json")  # must not raise out of consume()
 
     assert reported == [{TopicPartition(RAW, 0): 42, TopicPartition(RAW, 7): 310}]

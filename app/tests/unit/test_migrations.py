@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from sluice import migrate
-from sluice.migrate import (
+from sluice.storage import migrate
+from sluice.storage.migrate import (
     AppliedMigration,
     Migration,
     MigrationError,
@@ -161,6 +161,23 @@ def test_the_package_ships_its_migrations_numbered_from_0001() -> None:
 
     assert [m.name for m in migrations] == PACKAGE_NAMES
     assert [m.version for m in migrations] == [1, 2, 3, 4]
+
+
+#: The checksums that databases (the lab's among them) recorded when they applied these files.
+APPLIED_CHECKSUMS = {
+    "0001_events.sql": "b8c7a21d1df961bf711bbf939bafcf92f6b6e70f5575ed829125f77f781046ce",
+    "0002_events_partitions.py": "3d4583e50add1b7fc61ae252fcba17237cdc0c09d312dbd1781f8b4baa9da128",
+    "0003_api_keys.sql": "90ac4e4eb801dc468e2b321704ee1b39b07de2da4bc12b2cb14887e72beca58d",
+    "0004_customers.sql": "960853834866957645da30921e7b967c7d66a459bc19541e63042ed399fe0429",
+}
+
+
+def test_shipped_migrations_keep_the_checksums_databases_recorded() -> None:
+    # An edited file (0002's `from sluice.migrate import ...` included) makes `sluice migrate`
+    # refuse every database that applied it: a schema change is a new migration.
+    shipped = {m.name: m.checksum for m in load_migrations(package_files())}
+
+    assert {name: shipped.get(name) for name in APPLIED_CHECKSUMS} == APPLIED_CHECKSUMS
 
 
 def test_migrations_load_in_number_order_whatever_the_listing_order() -> None:

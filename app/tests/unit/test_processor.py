@@ -17,26 +17,22 @@ from typing import Any
 
 import pytest
 
-from sluice.aggregates import Increment
-from sluice.anomaly import AnomalyConfig, AnomalyDetector
 from sluice.cloudevents import Event
-from sluice.enrich import Enricher
-from sluice.processor import (
-    ConsumedRecord,
-    Headers,
-    Message,
+from sluice.derived.aggregates import Increment
+from sluice.derived.anomaly import AnomalyConfig, AnomalyDetector
+from sluice.derived.enrich import Enricher
+from sluice.processor.engine import (
     OutboundRecord,
     Processor,
     ProcessorConfig,
     RetryPolicy,
-    StoredValue,
-    TopicPartition,
     build_row,
     decode_record,
     next_offsets,
     stop_on_signals,
 )
-from sluice.store import EventRow, RowKey, UnstorableRow
+from sluice.processor.types import ConsumedRecord, Headers, Message, StoredValue, TopicPartition
+from sluice.storage.rows import EventRow, RowKey, UnstorableRow
 
 RAW = "events.raw"
 #: 2026-11-26T23:01:00Z in Kafka's milliseconds.
@@ -626,7 +622,6 @@ def test_sigterm_finishes_the_batch_commits_closes_and_exits_0() -> None:
 
     assert h.processor.run() == 0
 
-    assert h.processor.stopping
     assert len(h.postgres.table) == 2
     assert h.redis.count("acme", "202611262301") == 2
     assert h.consumer.commits == [{TopicPartition(RAW, 0): 2}]

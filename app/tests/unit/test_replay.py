@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice import cli, replay
-from sluice.aggregates import (
+from sluice import cli
+from sluice.derived import replay
+from sluice.derived.aggregates import (
     DEFAULT_TTL_SECONDS,
     WINDOWS,
     BucketSet,
@@ -19,7 +20,7 @@ from sluice.aggregates import (
     Window,
     build_increments,
 )
-from sluice.replay import ReplayPlan, plan_aggregates, replay_aggregates
+from sluice.derived.replay import ReplayPlan, plan_aggregates, replay_aggregates
 
 NOW = datetime(2026, 11, 27, 12, 30, 20, tzinfo=UTC)
 

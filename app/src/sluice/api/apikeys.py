@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from sluice.errors import Unauthorized
+from sluice.tenants import validate_tenant
 
 KEY_PREFIX: Final = "sk_"
 KEY_ID_BYTES: Final = 6
@@ -34,10 +35,6 @@ _KEY = re.compile(
     rf"{KEY_PREFIX}(?P<key_id>[0-9a-f]{{{KEY_ID_BYTES * 2}}})"
     rf"_(?P<secret>[A-Za-z0-9_-]{{{_SECRET_LENGTH}}})"
 )
-
-#: A tenant name: it becomes part of Kafka keys, Redis key names and PostgreSQL rows, so it is
-#: kept to characters that need no quoting in any of them.
-_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -57,16 +54,6 @@ class KeyStore(Protocol):
     def get(self, key_id: str) -> StoredKey | None:
         """The stored key with this id, revoked or not; None when there is none."""
         ...
-
-
-def validate_tenant(tenant: str) -> str:
-    """``tenant`` if it is a valid tenant name, else ValueError saying what is allowed."""
-    if not _TENANT.fullmatch(tenant):
-        raise ValueError(
-            f"invalid tenant name {tenant!r}: use 1 to 63 lowercase letters, digits, '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return tenant
 
 
 def new_key(tenant: str) -> tuple[str, StoredKey]:

@@ -1,34 +1,26 @@
-"""Prometheus metrics outside the API's own ``GET /metrics``: the HTTP server of
-``--metrics-port`` and the processor's metrics.
+"""The processor's Prometheus metrics, in a registry of its own that ``sluice process
+--metrics-port`` serves (:func:`sluice.service.serve_metrics`).
 
-``sluice serve`` binds to loopback behind HAProxy, and ``sluice process`` serves no HTTP at all,
-so neither can be scraped from the monitoring host as they are. ``--metrics-port PORT`` starts
-:func:`serve_metrics`: prometheus_client's server in a daemon thread, on
-``SLUICE_METRICS_HOST`` (every interface by default), serving the process's registry at
-``/metrics`` (for ``serve``, the same registry as the API's ``GET /metrics``).
-
-The processor's counters are :class:`sluice.processor.ProcessorStats` itself, read at scrape
-time (:data:`STATS_COUNTERS` names them), so what the logs report and what Prometheus scrapes
-cannot drift apart. Batch sizes and durations are histograms the processor observes per batch,
-and the consumer lag per assigned partition comes from librdkafka's statistics
-(:func:`sluice.kafka_io.consumer_lags`).
+The processor's counters are :class:`sluice.processor.types.ProcessorStats` itself, read at
+scrape time (:data:`STATS_COUNTERS` names them), so what the logs report and what Prometheus
+scrapes cannot drift apart. Batch sizes and durations are histograms the processor observes per
+batch, and the consumer lag per assigned partition comes from librdkafka's statistics
+(:func:`sluice.adapters.kafka.consumer_lags`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Final
-from wsgiref.simple_server import WSGIServer
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from sluice.processor import ProcessorStats, TopicPartition
+from sluice.processor.types import ProcessorStats, TopicPartition
 
-#: :class:`~sluice.processor.ProcessorStats` field -> (counter name without ``_total``, help).
+#: :class:`~sluice.processor.types.ProcessorStats` field -> (counter name without ``_total``, help).
 STATS_COUNTERS: Final[Mapping[str, tuple[str, str]]] = {
     "batches": (
         "sluice_processor_batches",
@@ -72,21 +64,6 @@ STATS_COUNTERS: Final[Mapping[str, tuple[str, str]]] = {
         "Batches left uncommitted because a stop came while a step kept failing.",
     ),
 }
-
-
-def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> WSGIServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread, until the
-    process exits or the returned server's ``shutdown()``. Raises RuntimeError naming the
-    address when it cannot be bound, so the command fails at start."""
-    try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise RuntimeError(
-            f"cannot serve metrics on {host}:{port} ({reason}): choose a free --metrics-port "
-            "(each instance needs its own) or another SLUICE_METRICS_HOST"
-        ) from None
-    return server
 
 
 class _StatsCollector(Collector):

@@ -27,11 +27,11 @@ import redis.asyncio.cluster as async_cluster
 import redis.cluster as sync_cluster
 from redis.cluster import ClusterNode
 
-from sluice.aggregates import MINUTE, BucketSet, Increment, bucket_key
+from sluice.api.ports import RateLimitDecision
 from sluice.config import RedisSettings
+from sluice.derived.aggregates import MINUTE, BucketSet, Increment, bucket_key
 from sluice.errors import Unavailable
-from sluice.ports import RateLimitDecision
-from sluice.processor import Message, StoredValue, stream_channel
+from sluice.processor.types import Message, StoredValue, stream_channel
 
 #: How long the API waits for Redis before answering 503.
 API_TIMEOUT_SECONDS = 2.0
@@ -139,9 +139,9 @@ def _redis_unavailable(err: BaseException) -> Unavailable:
 
 
 class RedisApi:
-    """The API's side: :class:`~sluice.ports.RateLimiter`, the Redis part of
-    :class:`~sluice.ports.EventQuery` (``aggregates``), :class:`~sluice.ports.LiveFeed` and a
-    reachability check."""
+    """The API's side: :class:`~sluice.api.ports.RateLimiter`, the Redis part of
+    :class:`~sluice.api.ports.EventQuery` (``aggregates``), :class:`~sluice.api.ports.LiveFeed`
+    and a reachability check."""
 
     def __init__(self, settings: RedisSettings, limit: int, window_seconds: int) -> None:
         self.limit, self.window_ms = limit, window_seconds * 1000
@@ -207,10 +207,10 @@ class RedisApi:
 
 
 class RedisProcessor:
-    """The processor's side: :class:`~sluice.processor.Aggregator`,
-    :class:`~sluice.processor.AlertStore` and :class:`~sluice.processor.Publisher`, each one
-    cluster pipeline per batch (one round trip per node); and ``sluice replay``'s
-    :class:`~sluice.replay.BucketWriter`."""
+    """The processor's side: :class:`~sluice.processor.types.Aggregator`,
+    :class:`~sluice.processor.types.AlertStore` and :class:`~sluice.processor.types.Publisher`,
+    each one cluster pipeline per batch (one round trip per node); and ``sluice replay``'s
+    :class:`~sluice.derived.replay.BucketWriter`."""
 
     def __init__(self, settings: RedisSettings, timeout: float = 10.0) -> None:
         self.client = _SyncCluster(

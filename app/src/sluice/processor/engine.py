@@ -7,18 +7,18 @@ One batch, in this order (DESIGN.md, "Data flow and guarantees"):
    API ran; the tenant is the record key). A record that fails becomes an ``events.dlq`` record
    with the error and its origin in headers, and the batch goes on without it.
 2. **PostgreSQL**: one :meth:`EventWriter.insert_event_keys` call (COPY) for the batch, rows
-   built by :func:`sluice.store.event_row`. Rows are idempotent on (tenant_id, id, time),
+   built by :func:`sluice.storage.rows.event_row`. Rows are idempotent on (tenant_id, id, time),
    ``time`` being the event's time or, when it has none, the Kafka record's timestamp, which is
    stored in the log and so the same on every redelivery (migration ``0001_events.sql``). A row
-   PostgreSQL cannot hold (:func:`sluice.store.unstorable_reason`, or
-   :class:`~sluice.store.UnstorableRow` from the writer) goes to the DLQ and the rest is
+   PostgreSQL cannot hold (:func:`sluice.storage.rows.unstorable_reason`, or
+   :class:`~sluice.storage.rows.UnstorableRow` from the writer) goes to the DLQ and the rest is
    written; any other failure is retried.
 3. **Redis**: one :meth:`Aggregator.apply` call with the batch's counts per tenant/type/window
-   (:mod:`sluice.aggregates`); the adapter sends one pipeline per cluster node.
-4. Derived outputs: the anomaly detector (:mod:`sluice.anomaly`) and the window totals for
-   ``events.aggregated``; enrichment (:mod:`sluice.enrich`); Redis sharded pub/sub for the live
-   stream; the latest alert per tenant/type in Redis; then ``events.dlq``, ``events.enriched``,
-   ``events.aggregated`` and ``alerts.anomalies`` produced and flushed.
+   (:mod:`sluice.derived.aggregates`); the adapter sends one pipeline per cluster node.
+4. Derived outputs: the anomaly detector (:mod:`sluice.derived.anomaly`) and the window totals
+   for ``events.aggregated``; enrichment (:mod:`sluice.derived.enrich`); Redis sharded pub/sub
+   for the live stream; the latest alert per tenant/type in Redis; then ``events.dlq``,
+   ``events.enriched``, ``events.aggregated`` and ``alerts.anomalies`` produced and flushed.
 5. **Commit** the next offset (highest offset + 1) of every partition in the batch.
 
 Failure handling. A step that raises is retried with a bounded exponential backoff
@@ -32,7 +32,7 @@ What is counted, and why only new rows. Redis counters, window totals and the an
 count only the rows PostgreSQL *newly* inserted (:meth:`EventWriter.insert_event_keys`
 answers their keys). A redelivered batch (a processor killed after its PostgreSQL write, a rebalance
 before its commit) and a client's resent event (the API's produce deadline expired; see
-:mod:`sluice.ports`) therefore count nothing twice: the counters agree with the rows. The one
+:mod:`sluice.api.ports`) therefore count nothing twice: the counters agree with the rows. The one
 window where counts can be lost is a processor dying between its PostgreSQL commit and its
 Redis write; Redis aggregates are derived data, and ``sluice replay`` rebuilds them from
 PostgreSQL. Pub/sub and the derived topics carry every valid event of the batch, so they are
@@ -54,8 +54,8 @@ steps that must happen in order: PostgreSQL, then Redis, then outputs, then the 
 in one batch can overlap with anything else in it, so asyncio would add no throughput, only
 cancellation points in the middle of the guarantees. Throughput comes from the batch instead:
 one COPY, one Redis round trip per node and one producer flush per batch, whatever its size.
-Every adapter Protocol below is therefore synchronous, and kafka-python's ``ConsumerRecord``
-satisfies :class:`Record` as it is.
+Every adapter Protocol (:mod:`sluice.processor.types`) is therefore synchronous, and
+kafka-python's ``ConsumerRecord`` satisfies :class:`~sluice.processor.types.Record` as it is.
 """
 
 from __future__ import annotations
@@ -67,28 +67,39 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple, Protocol, TypeAlias, TypeVar
+from typing import Final, TypeVar
 
-from sluice.aggregates import (
+from sluice.cloudevents import STRUCTURED_MEDIA_TYPE, Event, Limits, parse_request
+from sluice.derived.aggregates import (
     DEFAULT_TTL_SECONDS,
-    Increment,
     build_increments,
     check_event_type,
     check_ttl,
     window_counts,
 )
-from sluice.anomaly import DEFAULT_ALERT_TTL_SECONDS, AnomalyDetector, minute_of
-from sluice.apikeys import validate_tenant
-from sluice.cloudevents import STRUCTURED_MEDIA_TYPE, Event, Limits, parse_request
-from sluice.enrich import Enricher
+from sluice.derived.anomaly import DEFAULT_ALERT_TTL_SECONDS, AnomalyDetector, minute_of
+from sluice.derived.enrich import Enricher
 from sluice.errors import ApiError
-from sluice.metrics import ProcessorMetrics
-from sluice.store import EventRow, RowKey, UnstorableRow, event_row, unstorable_reason
+from sluice.processor.metrics import ProcessorMetrics
+from sluice.processor.types import (
+    Aggregator,
+    AlertStore,
+    Consumer,
+    EventWriter,
+    Headers,
+    Message,
+    ProcessorStats,
+    Producer,
+    Publisher,
+    Record,
+    StoredValue,
+    TopicPartition,
+    stream_channel,
+)
+from sluice.storage.rows import EventRow, RowKey, UnstorableRow, event_row, unstorable_reason
+from sluice.tenants import validate_tenant
 
 log = logging.getLogger(__name__)
-
-#: Kafka record headers as the clients give them: (name, value) pairs, names may repeat.
-Headers: TypeAlias = Sequence[tuple[str, bytes | None]]
 
 #: DLQ header names. The record keeps its original headers first, then these.
 ERROR_HEADER: Final = "sluice-error"
@@ -110,155 +121,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _STOP_CHECK_SECONDS: Final = 0.1
 
 _T = TypeVar("_T")
-
-
-# --- What the processor needs from Kafka, PostgreSQL and Redis -------------------------------
-
-
-class Record(Protocol):
-    """One consumed Kafka record (kafka-python's ``ConsumerRecord`` has exactly these)."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
-
-    @property
-    def headers(self) -> Headers: ...
-
-    @property
-    def timestamp(self) -> int:
-        """Milliseconds since the epoch, as stored in the log (the API producer's create
-        time), so the same on every redelivery."""
-        ...
-
-
-@dataclass(frozen=True)
-class ConsumedRecord:
-    """A plain :class:`Record`, for adapters whose client records look different
-    (confluent-kafka's ``Message`` has methods, not attributes) and for tests."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    headers: Headers = ()
-
-
-class TopicPartition(NamedTuple):
-    """A partition of a topic: what offsets are committed for."""
-
-    topic: str
-    partition: int
-
-
-class Consumer(Protocol):
-    """The consumer group member on ``events.raw``, with automatic commits off."""
-
-    def poll_batch(self, max_records: int, timeout: float) -> Sequence[Record]:
-        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first;
-        an empty sequence when none came."""
-        ...
-
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (the next offset to read per partition) synchronously. Raises
-        when the group no longer assigns a partition to this member; the batch is then
-        redelivered to its new owner."""
-        ...
-
-    def close(self) -> None:
-        """Leave the group (so its partitions move at once) and release the client."""
-        ...
-
-
-class EventWriter(Protocol):
-    """PostgreSQL's ``events`` table."""
-
-    def insert_event_keys(self, rows: Sequence[EventRow]) -> Collection[RowKey]:
-        """Write ``rows`` in one transaction (COPY), skipping rows whose key is already stored,
-        and return the keys of the rows this call inserted: a synchronous
-        :meth:`sluice.store.EventStore.insert_event_keys`.
-
-        Raise :class:`~sluice.store.UnstorableRow` for a row PostgreSQL refuses for its content
-        (nothing of the call written); raise any other exception for a failure that may pass
-        (connection, timeout, failover), which the processor retries with the same rows.
-        """
-        ...
-
-
-class Aggregator(Protocol):
-    """Redis aggregates through the Functions library (``FCALL sluice_aggregate``)."""
-
-    def apply(self, increments: Sequence[Increment]) -> Sequence[int]:
-        """Apply every increment (:meth:`Increment.fcall_args`) with one pipeline per cluster
-        node (:func:`sluice.aggregates.group_by_node`) and return each one's reply, the new
-        count, in the order given. Raise if any of them failed."""
-        ...
-
-
-@dataclass(frozen=True)
-class StoredValue:
-    """A Redis string to set: ``SET key value EX ttl_seconds``."""
-
-    key: str
-    value: bytes
-    ttl_seconds: int
-
-
-class AlertStore(Protocol):
-    """Where the latest anomaly alert of each tenant and type is kept in Redis."""
-
-    def store(self, values: Sequence[StoredValue]) -> None:
-        """Set every value (in order: a later value for the same key wins), one pipeline per
-        node. Raise if any of them failed."""
-        ...
-
-
-@dataclass(frozen=True)
-class Message:
-    """A sharded pub/sub message (``SPUBLISH channel payload``)."""
-
-    channel: str
-    payload: bytes
-
-
-class Publisher(Protocol):
-    """Redis sharded pub/sub, which feeds the API's ``GET /api/v1/stream``."""
-
-    def publish(self, messages: Sequence[Message]) -> None:
-        """Publish ``messages`` in order, pipelined per node: one call per batch, not one round
-        trip per event."""
-        ...
-
-
-class Producer(Protocol):
-    """The Kafka producer of the derived topics and the DLQ (``acks=all``)."""
-
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        """Queue one record; delivery is confirmed by :meth:`flush`."""
-        ...
-
-    def flush(self) -> None:
-        """Wait until every queued record is delivered; raise if any was not."""
-        ...
-
-
-def stream_channel(tenant: str) -> str:
-    """The sharded pub/sub channel of ``tenant``'s live events (payload: the event's
-    CloudEvents JSON). The hash tag puts it in the slot of the tenant's other keys."""
-    return f"sluice:{{{tenant}}}:events"
 
 
 # --- Settings --------------------------------------------------------------------------------
@@ -320,24 +182,6 @@ class ProcessorConfig:
         if self.alert_ttl_seconds < 1:
             raise ValueError(f"alert_ttl_seconds must be >= 1, got {self.alert_ttl_seconds}")
         check_ttl(self.aggregate_ttl_seconds)
-
-
-@dataclass
-class ProcessorStats:
-    """Running totals since start, for logs and the metrics endpoint (each field is a
-    ``sluice_processor_*_total`` counter: :data:`sluice.metrics.STATS_COUNTERS`)."""
-
-    batches: int = 0
-    records: int = 0
-    inserted: int = 0
-    already_stored: int = 0
-    duplicates_in_batch: int = 0
-    dead_lettered: int = 0
-    anomalies: int = 0
-    retries: int = 0
-    publish_failures: int = 0
-    commit_failures: int = 0
-    abandoned_batches: int = 0
 
 
 # --- Pure parts of a batch -------------------------------------------------------------------
@@ -527,11 +371,6 @@ class Processor:
         self._stop_requested = False
         self._wait = wait or self._sleep_unless_stopped
         self._stream_minute = 0
-
-    @property
-    def stopping(self) -> bool:
-        """Whether a stop was requested."""
-        return self._stop_requested
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch and return. Safe from a signal handler and

@@ -1,6 +1,6 @@
 """What the API needs from Kafka, Redis and PostgreSQL, as async Protocols.
 
-The API (:mod:`sluice.api`) depends only on these; the adapters over the real clients implement
+The API (:mod:`sluice.api.app`) depends only on these; the adapters over the real clients implement
 them, and the unit tests implement them in memory. Every method takes the tenant from the
 request's credential as its first argument, and an adapter must scope everything it reads or
 writes to that tenant: it is the only tenant isolation there is below the API.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sluice.apikeys import StoredKey
+from sluice.api.apikeys import StoredKey
 from sluice.cloudevents import Event
 
 
@@ -58,7 +58,8 @@ class RateLimiter(Protocol):
 
 
 class AsyncKeyStore(Protocol):
-    """Stored API keys by id (PostgreSQL), the async form of :class:`sluice.apikeys.KeyStore`."""
+    """Stored API keys by id (PostgreSQL), the async form of
+    :class:`sluice.api.apikeys.KeyStore`."""
 
     async def get(self, key_id: str) -> StoredKey | None:
         """The stored key with this id, revoked or not; None when there is none."""

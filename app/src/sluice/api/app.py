@@ -1,4 +1,4 @@
-"""The HTTP API (``sluice serve``): a Starlette app over the ports of :mod:`sluice.ports`.
+"""The HTTP API (``sluice serve``): a Starlette app over the ports of :mod:`sluice.api.ports`.
 
 The ingest path, in the order a request meets it: authenticate (the tenant comes from the
 credential), rate limit (per tenant), read the body under a hard size cap, parse and validate
@@ -51,11 +51,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from sluice.auth import Authenticator, JwksCache, JwksFetch, Principal
-from sluice.cloudevents import Event, parse_request
-from sluice.config import Settings
-from sluice.errors import ApiError, BadRequest, RateLimited, TooLarge, Unauthorized, Unavailable
-from sluice.ports import (
+from sluice.api.auth import Authenticator, JwksCache, JwksFetch, Principal
+from sluice.api.ports import (
     AsyncKeyStore,
     EventQuery,
     EventQueryParams,
@@ -64,11 +61,14 @@ from sluice.ports import (
     LiveFeed,
     RateLimiter,
 )
+from sluice.cloudevents import Event, parse_request
+from sluice.config import Settings
+from sluice.errors import ApiError, BadRequest, RateLimited, TooLarge, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
 API: Final = "/api/v1"
-#: The dependencies ``/readyz`` requires, as :meth:`sluice.ports.Health.check` names them.
+#: The dependencies ``/readyz`` requires, as :meth:`sluice.api.ports.Health.check` names them.
 DEPENDENCIES: Final = ("kafka", "redis", "postgresql")
 #: How long ``/readyz`` waits for the dependency checks; HAProxy's check must not hang.
 READY_TIMEOUT_SECONDS: Final = 2.0
@@ -209,7 +209,7 @@ def create_app(
 
 def openapi_document() -> bytes:
     """The committed OpenAPI document, as shipped in the package."""
-    return resources.files("sluice").joinpath("openapi.json").read_bytes()
+    return resources.files("sluice.api").joinpath("openapi.json").read_bytes()
 
 
 class _Api:

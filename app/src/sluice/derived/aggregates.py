@@ -13,8 +13,8 @@ type's new count. Bucket names::
 
 The ``{<tenant>}`` hash tag keeps all of a tenant's buckets in one Redis Cluster slot, as the
 library requires. A batch becomes one :class:`Increment` per (bucket, type), however many events
-it holds, so a batch costs one FCALL per distinct (tenant, window, type) and the Redis adapter
-sends one pipeline per cluster node (:func:`group_by_node`).
+it holds, so a batch costs one FCALL per distinct (tenant, window, type), and the Redis adapter
+sends them in one cluster pipeline: one round trip per node.
 
 Rebuilding. Counts can be lost (a processor dying between its PostgreSQL commit and its Redis
 write), and Redis aggregates are derived data: ``sluice replay aggregates`` counts the stored
@@ -34,13 +34,12 @@ for: the topic keeps the newest value per key, so a reader sees each window's la
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Final
 
 #: The Redis function that adds to a bucket (sluice.lua).
 AGGREGATE_FUNCTION: Final = "sluice_aggregate"
@@ -51,13 +50,9 @@ TOTAL_FIELD: Final = "_total"
 #: How long a bucket lives after its first event: two days, so yesterday stays readable whole.
 #: Older counts are rebuilt from PostgreSQL by ``sluice replay`` when someone needs them.
 DEFAULT_TTL_SECONDS: Final = 2 * 24 * 3600
-#: Redis Cluster's slot count (the CRC16 of a key's hash tag, modulo this).
-CLUSTER_SLOTS: Final = 16384
 
 _BUCKET_TIME_FORMAT: Final = "%Y%m%d%H%M"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-_Node = TypeVar("_Node", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -101,20 +96,6 @@ def bucket_key(tenant: str, window: Window, start: datetime) -> str:
     return f"sluice:{{{tenant}}}:{window.key_segment}:{start.astimezone(UTC):{_BUCKET_TIME_FORMAT}}"
 
 
-def key_slot(key: str) -> int:
-    """The Redis Cluster slot of ``key``: CRC16 (XMODEM, which is :func:`binascii.crc_hqx`
-    from 0) of its hash tag, or of the whole key when it has none, modulo 16384. The tag is
-    what lies between the first ``{`` and the first ``}`` after it, when that is not empty
-    (the cluster specification's rule)."""
-    data = key.encode("utf-8")
-    opening = data.find(b"{")
-    if opening != -1:
-        closing = data.find(b"}", opening + 1)
-        if closing > opening + 1:
-            data = data[opening + 1 : closing]
-    return binascii.crc_hqx(data, 0) % CLUSTER_SLOTS
-
-
 @dataclass(frozen=True)
 class Increment:
     """``count`` events of ``event_type`` to add to one bucket: one FCALL."""
@@ -130,11 +111,6 @@ class Increment:
     def key(self) -> str:
         """The bucket's Redis key."""
         return bucket_key(self.tenant, self.window, self.start)
-
-    @property
-    def slot(self) -> int:
-        """The bucket's cluster slot, the same for every bucket of the tenant."""
-        return key_slot(self.key)
 
     def fcall_args(self) -> tuple[str | int, ...]:
         """The arguments of redis-py's ``fcall``/``execute_command('FCALL', ...)`` for this
@@ -165,11 +141,6 @@ class BucketSet:
     def key(self) -> str:
         """The bucket's Redis key."""
         return bucket_key(self.tenant, self.window, self.start)
-
-    @property
-    def slot(self) -> int:
-        """The bucket's cluster slot, the same for every bucket of the tenant."""
-        return key_slot(self.key)
 
     @property
     def total(self) -> int:
@@ -326,26 +297,6 @@ def build_increments(
     ]
     increments.sort(key=lambda increment: (increment.key, increment.event_type))
     return increments
-
-
-def group_by_slot(increments: Iterable[Increment]) -> dict[int, list[Increment]]:
-    """``increments`` by cluster slot, each group in the given order."""
-    groups: dict[int, list[Increment]] = defaultdict(list)
-    for increment in increments:
-        groups[increment.slot].append(increment)
-    return dict(groups)
-
-
-def group_by_node(
-    increments: Iterable[Increment], node_for_slot: Callable[[int], _Node]
-) -> dict[_Node, list[Increment]]:
-    """``increments`` by the cluster node that serves their slot (``node_for_slot``, from the
-    client's slot map), so the adapter sends one pipeline per node: one round trip per node
-    per batch. Each group keeps the given order."""
-    groups: dict[_Node, list[Increment]] = defaultdict(list)
-    for increment in increments:
-        groups[node_for_slot(increment.slot)].append(increment)
-    return dict(groups)
 
 
 @dataclass(frozen=True)

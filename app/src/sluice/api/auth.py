@@ -2,7 +2,7 @@
 
 Two kinds of bearer credential are accepted, told apart by shape:
 
-- a Sluice API key (``sk_<key id>_<secret>``, :mod:`sluice.apikeys`), looked up by id in the
+- a Sluice API key (``sk_<key id>_<secret>``, :mod:`sluice.api.apikeys`), looked up by id in the
   key store and checked against its stored hash;
 - an OIDC access token (a JWT) from the configured issuer (Keycloak or any OIDC provider),
   verified against the issuer's JWKS: signature with an allowed asymmetric algorithm, ``iss``,
@@ -31,10 +31,11 @@ from typing import Any, Final, Literal
 
 import jwt
 
-from sluice.apikeys import KEY_PREFIX, StoredKey, authenticate, parse_key, validate_tenant
+from sluice.api.apikeys import KEY_PREFIX, StoredKey, authenticate, parse_key
+from sluice.api.ports import AsyncKeyStore
 from sluice.config import OidcSettings
 from sluice.errors import Forbidden, Unauthorized, Unavailable
-from sluice.ports import AsyncKeyStore
+from sluice.tenants import validate_tenant
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +315,8 @@ class Authenticator:
 
 
 class _OneKey:
-    """A :class:`sluice.apikeys.KeyStore` holding one record already fetched, so the async path
-    reuses :func:`sluice.apikeys.authenticate` and gives the very same answers."""
+    """A :class:`sluice.api.apikeys.KeyStore` holding one record already fetched, so the async path
+    reuses :func:`sluice.api.apikeys.authenticate` and gives the very same answers."""
 
     def __init__(self, stored: StoredKey | None) -> None:
         self._stored = stored

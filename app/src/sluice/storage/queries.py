@@ -1,19 +1,20 @@
-"""The API's read side (:class:`sluice.ports.EventQuery`) over the real stores: events, subject
-histories and folded states from PostgreSQL (:class:`sluice.store.EventStore`, as the reader
-role), live counters from Redis (:class:`sluice.redis_io.RedisApi`)."""
+"""The API's read side (:class:`sluice.api.ports.EventQuery`) over the real stores: events, subject
+histories and folded states from PostgreSQL (:class:`sluice.storage.store.EventStore`, as the reader
+role), live counters from Redis (:class:`sluice.adapters.redis.RedisApi`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sluice.ports import EventQueryParams
-from sluice.redis_io import RedisApi
-from sluice.store import MAX_LIMIT, EventFilters, EventStore
+from sluice.adapters.redis import RedisApi
+from sluice.api.ports import EventQueryParams
+from sluice.storage.reads import MAX_LIMIT, EventFilters
+from sluice.storage.store import EventStore
 
 
 class StoreQuery:
-    """:class:`sluice.ports.EventQuery` over PostgreSQL and Redis; every call tenant-scoped."""
+    """:class:`sluice.api.ports.EventQuery` over PostgreSQL and Redis; every call tenant-scoped."""
 
     def __init__(self, events: EventStore, redis: RedisApi) -> None:
         self.events, self.redis = events, redis

@@ -7,8 +7,8 @@ check notices, then stops accepting connections, finishes the requests in flight
 most its produce timeout for Kafka) and closes its clients. The rolling restart drains the
 instance in HAProxy before it signals it, so in practice no request arrives during the grace.
 
-``--metrics-port`` serves the API's registry (what ``GET /metrics`` answers on loopback) on
-``SLUICE_METRICS_HOST`` too, for a Prometheus on another host.
+The app and its metrics come from :func:`sluice.service.run_api`, which wires the real
+adapters; this module only runs it.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import signal
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
-from sluice.api import Metrics
 from sluice.config import Settings
-from sluice.metrics import serve_metrics
-from sluice.service import build_api
 
-log = logging.getLogger("sluice.server")
+log = logging.getLogger(__name__)
 
 #: Seconds an instance keeps serving after SIGTERM while it reports not ready.
 DEFAULT_DRAIN_SECONDS = 3.0
@@ -56,15 +54,10 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, port: int | None = None, metrics_port: int | None = None) -> int:
-    """Run the API until SIGTERM/SIGINT; 0 after a drained stop. With ``metrics_port``, the
-    API's metrics are also served there, bound before anything else so a port in use fails the
-    start."""
+def serve(app: Starlette, settings: Settings, port: int | None = None) -> int:
+    """Run ``app`` until SIGTERM/SIGINT on ``settings.bind_host`` and ``port`` (default:
+    ``settings.bind_port``); 0 after a drained stop."""
     drain = float(os.environ.get("SLUICE_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS))
-    metrics = Metrics()
-    if metrics_port is not None:
-        serve_metrics(metrics.registry, metrics_port, settings.metrics_host)
-    app = build_api(settings, metrics)
     config = uvicorn.Config(
         app,
         host=settings.bind_host,

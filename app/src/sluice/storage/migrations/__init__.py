@@ -1,4 +1,4 @@
-"""Sluice's schema, as ordered migrations that :mod:`sluice.migrate` applies.
+"""Sluice's schema, as ordered migrations that :mod:`sluice.storage.migrate` applies.
 
 A migration is a file ``NNNN_name.sql`` or ``NNNN_name.py`` (four digits, then lowercase words):
 

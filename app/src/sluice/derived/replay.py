@@ -1,10 +1,10 @@
 """``sluice replay aggregates``: rebuild Redis aggregates from the events stored in PostgreSQL.
 
-Redis buckets are derived data (:mod:`sluice.aggregates`), and the processor can lose counts:
-one that dies between its PostgreSQL commit and its Redis write has stored events that no
+Redis buckets are derived data (:mod:`sluice.derived.aggregates`), and the processor can lose
+counts: one that dies between its PostgreSQL commit and its Redis write has stored events that no
 redelivery counts again (the processor counts only newly inserted rows). A replay counts the
 stored events again, per tenant, type and window start, with one ``GROUP BY`` per window in
-PostgreSQL (:meth:`sluice.store.EventStore.bucket_counts`), and replaces each bucket whole
+PostgreSQL (:meth:`sluice.storage.store.EventStore.bucket_counts`), and replaces each bucket whole
 (``FCALL sluice_aggregate_set``): absolute counts, not increments, so a replay run twice leaves
 the same buckets, and the second run reports nothing changed.
 
@@ -19,7 +19,7 @@ Which buckets (:func:`plan_aggregates`):
   lost again. The same can happen to a closed bucket that receives a late event (a client's
   old ``time``, a processor far behind) during the replay; running the replay again fixes it.
 - Living buckets only. A bucket expires ``ttl_seconds`` after its start, rebuilt or not
-  (:func:`sluice.aggregates.remaining_ttl`), so ``since`` older than that is refused, naming
+  (:func:`sluice.derived.aggregates.remaining_ttl`), so ``since`` older than that is refused, naming
   the fix, and an expired bucket of a widened range is skipped.
 
 Replaying from Kafka (resetting a consumer group's offsets and running the processor path
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-from sluice.aggregates import (
+from sluice.derived.aggregates import (
     DEFAULT_TTL_SECONDS,
     WINDOWS,
     BucketSet,
@@ -44,7 +44,7 @@ from sluice.aggregates import (
     build_bucket_sets,
     check_ttl,
 )
-from sluice.apikeys import validate_tenant
+from sluice.tenants import validate_tenant
 
 if TYPE_CHECKING:
     from sluice.config import Settings
@@ -62,7 +62,7 @@ CountRow = tuple[str, str, datetime, int]
 
 
 class BucketCounts(Protocol):
-    """PostgreSQL's counts: :meth:`sluice.store.EventStore.bucket_counts`, synchronously."""
+    """PostgreSQL's counts: :meth:`sluice.storage.store.EventStore.bucket_counts`, synchronously."""
 
     def __call__(
         self, window: Window, start: datetime, end: datetime, tenant: str | None
@@ -70,7 +70,7 @@ class BucketCounts(Protocol):
 
 
 class BucketWriter(Protocol):
-    """Redis's buckets: :class:`sluice.redis_io.RedisProcessor`."""
+    """Redis's buckets: :class:`sluice.adapters.redis.RedisProcessor`."""
 
     def set_buckets(self, buckets: Sequence[BucketSet]) -> Sequence[bool]:
         """Replace each bucket; whether each one held other counts before."""
@@ -323,9 +323,9 @@ def run_aggregates(settings: Settings, plan: ReplayPlan, *, dry_run: bool = Fals
     import psycopg
     import redis
 
-    from sluice import store
+    from sluice.adapters.redis import RedisProcessor
     from sluice.errors import Unavailable
-    from sluice.redis_io import RedisProcessor
+    from sluice.storage import store
 
     with asyncio.Runner() as runner:
         pool = runner.run(store.open_pool(settings.postgres.reader_dsn, max_size=1, timeout=30.0))

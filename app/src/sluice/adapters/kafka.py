@@ -1,5 +1,5 @@
 """Kafka adapters over confluent-kafka (librdkafka), the client docs/decisions/kafka-client.md
-chose by measurement: the API's :class:`sluice.ports.EventSink` (asyncio) and the processor's
+chose by measurement: the API's :class:`sluice.api.ports.EventSink` (asyncio) and the processor's
 consumer and producer (synchronous).
 
 Every producer is idempotent with ``acks=all`` and lz4, and partitions by ``murmur2_random``,
@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 from sluice.cloudevents import Event
 from sluice.config import KafkaSettings
 from sluice.errors import Unavailable
-from sluice.processor import ConsumedRecord, Headers, TopicPartition
+from sluice.processor.types import ConsumedRecord, Headers, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def producer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
 
 
 class KafkaSink:
-    """:class:`sluice.ports.EventSink`: produce on the event loop (it only enqueues), while a
+    """:class:`sluice.api.ports.EventSink`: produce on the event loop (it only enqueues), while a
     thread serves librdkafka's delivery reports and resolves each request's futures back on
     the loop. Requests that arrive together share record batches (linger.ms)."""
 
@@ -219,7 +219,7 @@ def _never_committed_lag(stats: dict) -> int:
 
 
 class KafkaConsumer:
-    """:class:`sluice.processor.Consumer` on ``events.raw``: a member of the group
+    """:class:`sluice.processor.types.Consumer` on ``events.raw``: a member of the group
     ``sluice-processor`` with automatic commits off (the processor commits after PostgreSQL
     and Redis succeeded).
 
@@ -294,7 +294,7 @@ class KafkaConsumer:
 
 
 class KafkaProducer:
-    """:class:`sluice.processor.Producer` for the derived topics and the DLQ: records are
+    """:class:`sluice.processor.types.Producer` for the derived topics and the DLQ: records are
     queued by :meth:`produce` and confirmed, all of them, by :meth:`flush`."""
 
     def __init__(self, settings: KafkaSettings, flush_timeout: float = 30.0) -> None:
