@@ -140,10 +140,11 @@ test-spread: host-deps lab-vault ## The spread layout once: site.yml, idempotenc
 test-system: host-deps lab-vault ## The seed layout once: lab, site.yml, idempotence, check mode, testinfra, faults, service, lab down
 	pytest -v $(PYTEST_TIMING) tests/system
 
-# `make test`: lint and unit tests while the lab machines boot, then the spread layout
-# converged once (molecule), then the seed layout converged once (system tests). Each phase is
-# timed, Ansible records every task's duration (junit callback), and the report at the end
-# shows where the time went, whether the run passed or not.
+# `make test`: lint and unit tests beside the spread layout converged once (molecule: the
+# converge waits on the machines often enough to leave the unit tests a share of the cores),
+# then the seed layout converged once (system tests). Each phase is timed, Ansible records
+# every task's duration (junit callback), and the report at the end shows where the time went,
+# whether the run passed or not.
 TEST_RECORD := $(LAB_STATE)/test-run
 PHASE := python -m sluice_infra.phases --record $(TEST_RECORD)/phases.tsv
 PYTEST_TIMING := --durations=30 --durations-min=1
@@ -152,9 +153,8 @@ test: host-deps lab-vault ## Everything but benchmarks (what CI runs)
 	@rm -rf $(TEST_RECORD) && mkdir -p $(TEST_RECORD)/junit
 	@export ANSIBLE_CALLBACKS_ENABLED=junit JUNIT_OUTPUT_DIR=$(TEST_RECORD)/junit JUNIT_HIDE_TASK_ARGUMENTS=true; \
 	trap '$(PHASE) report --junit-dir $(TEST_RECORD)/junit' EXIT; \
-	$(PHASE) run "lint and unit tests | lab machines up" -- \
-		$(MAKE) --no-print-directory -j2 --output-sync=target test-fast lab-up && \
-	$(PHASE) run "spread layout: molecule sluice" -- $(MAKE) --no-print-directory test-spread && \
+	$(PHASE) run "spread layout (molecule sluice) | lint and unit tests" -- \
+		$(MAKE) --no-print-directory -j2 --output-sync=target test-spread test-fast && \
 	$(PHASE) run "seed layout: system tests" -- $(MAKE) --no-print-directory test-system
 
 bench: bench-redis bench-kafka bench-postgresql ## Benchmarks against the running lab; reports in docs/bench/
