@@ -10,8 +10,8 @@ from pathlib import Path
 from sluice_infra import REPO_ROOT
 from sluice_infra.cloudinit import HostBootstrap, render
 from sluice_infra.lab import LabError, aptcache, image, network
-from sluice_infra.lab.host import host_memory_bytes, preflight, run, stop
-from sluice_infra.lab.machine import Machine, foreign_machines, memory_cap
+from sluice_infra.lab.host import host_memory_bytes, preflight, run, stop, stop_all
+from sluice_infra.lab.machine import STOP_TIMEOUT, Machine, foreign_machines, memory_cap
 from sluice_infra.lab.spec import LabSpec
 
 #: Shared, reproducible and expensive: the base image and the apt cache. Kept outside the
@@ -166,11 +166,17 @@ class Lab:
 
     # -- down ------------------------------------------------------------------------------
 
+    def _stop_machines(self) -> list[Machine]:
+        """Shut every running machine down at once; the ones that were running."""
+        running = {machine: machine.pid() for machine in self.machines}
+        running = {machine: pid for machine, pid in running.items() if pid is not None}
+        stop_all(running.values(), STOP_TIMEOUT)
+        return list(running)
+
     def stop(self, log=print) -> None:
         """Stop the machines and keep their disks: `up` starts them again as they were."""
-        for machine in self.machines:
-            if machine.stop():
-                log(f"{machine.name}: stopped")
+        for machine in self._stop_machines():
+            log(f"{machine.name}: stopped")
 
     def down(self, log=print) -> None:
         """Remove machines, apt cache process, NAT and bridge. Keeps the cached image and the
@@ -179,8 +185,9 @@ class Lab:
         for pid, directory in foreign_machines(self.spec, self.state_dir).items():
             log(f"stopping a lab machine left by another checkout ({directory})")
             stop(pid, timeout=60)
+        stopped = self._stop_machines()
         for machine in self.machines:
-            if machine.exists() or machine.running():
+            if machine in stopped or machine.exists() or machine.running():
                 machine.destroy()
                 log(f"{machine.name}: removed")
         for line in aptcache.down(self.cache_dir) + network.down(self.spec):

@@ -117,11 +117,11 @@ def test_settings_are_readable_by_root_and_the_service_only(host):
     if not names:
         pytest.skip("no Sluice on this host")
     for name in names:
-        settings = host.file(f"/etc/sluice/{name}.env")
-        assert settings.exists, f"/etc/sluice/{name}.env is missing"
-        assert (settings.user, settings.group, settings.mode) == ("root", "sluice", 0o640)
-        # root reads it; another user (nobody) cannot. Output discarded: it holds secrets
-        assert host.run(f"sudo -n cat /etc/sluice/{name}.env >/dev/null").rc == 0
+        # /etc/sluice is closed to the login user too: look as root
+        owner = host.run(f"sudo -n stat -c '%U %G %a' /etc/sluice/{name}.env")
+        assert owner.rc == 0, f"/etc/sluice/{name}.env is missing: {owner.stderr}"
+        assert owner.stdout.split() == ["root", "sluice", "640"], owner.stdout
+        # another user (nobody) cannot read it; output discarded: it holds secrets
         probe = f"sudo -n -u nobody cat /etc/sluice/{name}.env >/dev/null 2>&1; echo $?"
         assert host.check_output(probe) != "0"
 

@@ -154,3 +154,21 @@ def test_run_missing_program():
 def test_run_timeout():
     with pytest.raises(LabError, match="did not finish within"):
         host.run(["sleep", "5"], timeout=0.2)
+
+
+def test_stop_all_shuts_processes_down_side_by_side_and_kills_the_stubborn():
+    import subprocess
+    import sys
+
+    from sluice_infra.lab.host import stop_all
+
+    polite = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in "ab"]
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True);"
+         " time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    stubborn.stdout.readline()  # SIGTERM is ignored from here on
+    stop_all([p.pid for p in (*polite, stubborn)], timeout=2)
+    assert [p.wait(timeout=5) for p in (*polite, stubborn)] == [-15, -15, -9]

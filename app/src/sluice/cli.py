@@ -1,8 +1,9 @@
 """The ``sluice`` command: the API (``serve``), the processor (``process``), the schema
-(``migrate``), per-tenant API keys (``keys``) and Redis aggregates rebuilt from PostgreSQL
-(``replay aggregates``). Every command reads its settings from the ``SLUICE_*`` environment
-(:mod:`sluice.config`), which the ``sluice`` role writes into env files; nothing secret is ever
-an argument."""
+(``migrate``), per-tenant API keys (``keys``), Redis aggregates rebuilt from PostgreSQL
+(``replay aggregates``) and the data quality of events (``validate file|kafka|postgres``).
+Every command reads its settings from the ``SLUICE_*`` environment (:mod:`sluice.config`),
+which the ``sluice`` role writes into env files; nothing secret is ever an argument.
+``validate file`` needs no settings at all."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from sluice import __version__
 from sluice.derived.aggregates import DEFAULT_TTL_SECONDS
 
 if TYPE_CHECKING:
+    from sluice.cloudevents import Limits
     from sluice.config import Settings
+    from sluice.quality.sources import Source
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     aggregates.set_defaults(run=_replay_aggregates)
 
+    _validate_command(commands)
+
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -91,6 +96,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:  # settings, migrations, keys: named problems
         print(f"sluice {arguments.command}: {err}", file=sys.stderr)
         return 2
+
+
+def _validate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sluice.quality.report import DEFAULT_EXAMPLES, DEFAULT_MIN_SCORE
+    from sluice.quality.rules import UNKNOWN_TYPE_SEVERITIES
+
+    judged = argparse.ArgumentParser(add_help=False)
+    judged.add_argument("--format", choices=("text", "json"), default="text")
+    judged.add_argument(
+        "--min-score",
+        type=_percentage,
+        default=DEFAULT_MIN_SCORE,
+        metavar="PERCENT",
+        help="exit 1 when valid events are a smaller share (default: %(default)s)",
+    )
+    judged.add_argument(
+        "--unknown-types",
+        choices=UNKNOWN_TYPE_SEVERITIES,
+        default="warning",
+        help="how a type outside the study's mix counts (default: %(default)s, not scored)",
+    )
+    judged.add_argument(
+        "--max-clock-skew-seconds",
+        type=_positive,
+        metavar="N",
+        help="how far in the future a time may lie (default: SLUICE_MAX_CLOCK_SKEW_SECONDS "
+        "for kafka and postgres, the service's default of 3600 for a file)",
+    )
+    judged.add_argument(
+        "--examples",
+        type=_positive_or_zero,
+        default=DEFAULT_EXAMPLES,
+        metavar="N",
+        help="worst examples shown per rule (default: %(default)s)",
+    )
+
+    validate = commands.add_parser(
+        "validate",
+        help="score the data quality of events against the study's rules",
+        description="Check events against the CloudEvents rules the service enforces and the "
+        "business rules of the study's event types; report counts per rule, the share of "
+        "valid events (the score), the worst examples and a fix per rule. Exit status 0 at "
+        "or above --min-score, 1 below it (or when there is nothing to check), 2 for a "
+        "usage or settings error.",
+    )
+    sources = validate.add_subparsers(dest="validate_source", required=True, metavar="SOURCE")
+
+    file = sources.add_parser(
+        "file",
+        parents=[judged],
+        help="events in a file: JSON lines, a JSON array, a query API page or one event",
+    )
+    file.add_argument("path", help="the file, or - for standard input")
+    file.add_argument("--tenant", help="whose events these are (ids must be unique per tenant)")
+    file.set_defaults(run=_validate_file)
+
+    kafka = sources.add_parser(
+        "kafka",
+        parents=[judged],
+        help="a bounded sample of a topic, read without committing offsets",
+    )
+    kafka.add_argument(
+        "--topic", help="e.g. events.raw or events.dlq (default: SLUICE_KAFKA_TOPIC)"
+    )
+    kafka.add_argument(
+        "--max-records", type=_positive, default=10_000, help="at most (default: %(default)s)"
+    )
+    kafka.add_argument(
+        "--last",
+        type=_positive,
+        metavar="N",
+        help="the last N records of each partition (default: from the start of each)",
+    )
+    kafka.add_argument(
+        "--timeout-seconds",
+        type=_positive,
+        default=30,
+        help="how long to read before reporting on what arrived (default: %(default)s)",
+    )
+    kafka.set_defaults(run=_validate_kafka)
+
+    postgres = sources.add_parser(
+        "postgres",
+        parents=[judged],
+        help="the stored events of a time range, read as the reader role",
+    )
+    postgres.add_argument(
+        "--since", required=True, type=_timestamp, help="ISO 8601 with offset, inclusive"
+    )
+    postgres.add_argument(
+        "--until", type=_timestamp, help="ISO 8601 with offset, exclusive (default: now)"
+    )
+    postgres.add_argument("--tenant", help="one tenant (default: every tenant)")
+    postgres.add_argument(
+        "--max-records", type=_positive, default=100_000, help="at most (default: %(default)s)"
+    )
+    postgres.set_defaults(run=_validate_postgres)
 
 
 def _metrics_port_option(command: argparse.ArgumentParser, what: str) -> None:
@@ -111,6 +213,39 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65_535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number (1 to 65535)")
     return port
+
+
+def _percentage(text: str) -> float:
+    """A ``--min-score`` argument: a percentage from 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage from 0 to 100")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A count or a number of seconds: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _positive_or_zero(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
 
 
 def _timestamp(text: str) -> datetime:
@@ -224,3 +359,57 @@ def _replay_aggregates(arguments: argparse.Namespace) -> int:
     # a machine-readable last line, as migrate prints
     print(report.json_line())
     return 0
+
+
+def _validate_file(arguments: argparse.Namespace) -> int:
+    from sluice.cloudevents import Limits
+    from sluice.quality.sources import FileSource
+
+    return _validate(arguments, FileSource(arguments.path, arguments.tenant), Limits())
+
+
+def _validate_kafka(arguments: argparse.Namespace) -> int:
+    from sluice.adapters.kafka import KafkaSampler
+    from sluice.quality.sources import KafkaSource
+
+    settings = _settings()
+    source = KafkaSource(
+        KafkaSampler(settings.kafka),
+        arguments.topic or settings.kafka.topic,
+        max_records=arguments.max_records,
+        last=arguments.last,
+        timeout=arguments.timeout_seconds,
+    )
+    return _validate(arguments, source, settings.limits)
+
+
+def _validate_postgres(arguments: argparse.Namespace) -> int:
+    from sluice.quality.sources import PostgresSource, postgres_range
+
+    settings = _settings()
+    with postgres_range(settings) as pages:
+        source = PostgresSource(
+            pages,
+            since=arguments.since,
+            until=arguments.until or datetime.now(UTC),
+            tenant=arguments.tenant,
+            max_records=arguments.max_records,
+        )
+        return _validate(arguments, source, settings.limits)
+
+
+def _validate(arguments: argparse.Namespace, source: Source, limits: Limits) -> int:
+    """Report on ``source`` under the judging options; the exit status of the score."""
+    from sluice.quality.report import render
+    from sluice.quality.rules import Policy
+    from sluice.quality.sources import run
+
+    policy = Policy(
+        now=datetime.now(UTC),
+        max_clock_skew_seconds=arguments.max_clock_skew_seconds or limits.max_clock_skew_seconds,
+        max_event_bytes=limits.max_event_bytes,
+        unknown_types=arguments.unknown_types,
+    )
+    report = run(source, policy, min_score=arguments.min_score, examples=arguments.examples)
+    print(render(report, arguments.format))
+    return report.exit_code

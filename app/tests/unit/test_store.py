@@ -313,6 +313,53 @@ def test_the_store_answers_bucket_counts_in_utc() -> None:
     ]
 
 
+def test_a_range_for_validate_pages_in_key_order_scoped_to_the_tenant_first() -> None:
+    after = ("acme", T0, "e-7")
+
+    sql, params = reads.range_sql(T0, T0 + timedelta(hours=1), "acme", after, 500)
+
+    assert sql == (
+        f"SELECT tenant_id, {reads.SELECT_COLUMNS} FROM public.events WHERE tenant_id = %s "
+        "AND time >= %s AND time < %s AND (tenant_id, time, id) > (%s, %s, %s) "
+        "ORDER BY tenant_id, time, id LIMIT %s"
+    )
+    assert params == ("acme", T0, T0 + timedelta(hours=1), "acme", T0, "e-7", 500)
+    assert placeholders(sql) == len(params)
+
+
+def test_a_range_of_every_tenant_has_no_tenant_condition_and_a_bounded_page() -> None:
+    sql, params = reads.range_sql(T0, T0 + timedelta(hours=1), None, None, 1000)
+
+    assert "tenant_id = %s" not in sql
+    assert "WHERE time >= %s AND time < %s ORDER BY tenant_id, time, id LIMIT %s" in sql
+    assert params == (T0, T0 + timedelta(hours=1), 1000)
+    with pytest.raises(BadRequest, match="limit"):
+        reads.range_sql(T0, T0 + timedelta(hours=1), None, None, 1001)
+    with pytest.raises(ValueError, match="needs the credential's tenant"):
+        reads.range_sql(T0, T0 + timedelta(hours=1), "", None, 10)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        reads.range_sql(T0.replace(tzinfo=None), T0 + timedelta(hours=1), None, None, 10)
+
+
+def test_the_store_answers_a_range_with_each_events_tenant() -> None:
+    row = ("globex", "e-1", "/shop", "order.placed", "1.0", None, T0, None, None,
+           {"order_id": "o"}, True, None, {}, T0)  # fmt: skip
+    seen: list[Any] = []
+
+    def answer(query: str, params: Any) -> tuple[list[Any], int]:
+        seen.append((query, params))
+        return [row], 1
+
+    events = store.EventStore(FakePool(FakeConn(answer)))  # type: ignore[arg-type]
+
+    found = asyncio.run(events.events_in_range(T0, T0 + timedelta(hours=1), limit=10))
+
+    assert [(tenant, event.event.id, event.event.data) for tenant, event in found] == [
+        ("globex", "e-1", {"order_id": "o"})
+    ]
+    assert seen == [reads.range_sql(T0, T0 + timedelta(hours=1), None, None, 10)]
+
+
 @pytest.mark.parametrize("limit", [0, 1001, True])
 def test_the_builders_refuse_a_limit_outside_1_to_1000(limit: Any) -> None:
     with pytest.raises(BadRequest, match="limit"):

@@ -8,6 +8,10 @@ wrote them: per-tenant order holds across the API instances and the operations t
 
 The processor's consumer lag comes from librdkafka's own statistics (``statistics.interval.ms``,
 ``stats_cb``) rather than from extra metadata requests: :func:`consumer_lags` reads them.
+
+``sluice validate`` reads a bounded sample of a topic with :class:`KafkaSampler`: partitions
+assigned at offsets it computes from the watermarks, a group id of its own, no commits, so the
+processors' group never sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import asyncio
 import json
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer as RdConsumer
@@ -323,3 +330,150 @@ class KafkaProducer:
 
     def close(self) -> None:
         self.producer.flush(self.flush_timeout)
+
+
+# --- sampling a topic (sluice validate) ---------------------------------------------------------
+
+#: Records asked of librdkafka per consume() call while sampling.
+SAMPLE_BATCH = 500
+
+
+def sample_config(settings: KafkaSettings) -> dict[str, Any]:
+    """A consumer that reads without a trace: librdkafka needs a group id, so it gets one of
+    its own (never ``sluice-processor``); it is never joined (partitions are assigned) and no
+    offset is ever committed or stored."""
+    return client_config(settings) | {
+        "group.id": f"sluice-validate-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        # an offset retention removed meanwhile: read from the oldest record left
+        "auto.offset.reset": "earliest",
+    }
+
+
+@dataclass(frozen=True)
+class TopicSample:
+    """Records sampled from a topic: ``partitions`` maps each partition read to the offsets
+    ``[start, end)`` asked for (empty ones are left out); ``complete`` is False when
+    ``max_records`` or the timeout stopped the reading before every end."""
+
+    records: list[ConsumedRecord]
+    partitions: dict[int, tuple[int, int]]
+    complete: bool
+
+
+class KafkaSampler:
+    """A bounded sample of a topic for ``sluice validate``: from the start of each partition,
+    or its last ``last`` records, up to the end offsets seen when it starts, ``max_records``
+    at most in all. ``consumer_factory`` builds the librdkafka consumer from its settings
+    (tests pass a fake)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._factory = consumer_factory or RdConsumer
+
+    def sample(
+        self, topic: str, *, max_records: int, last: int | None = None, timeout: float = 30.0
+    ) -> TopicSample:
+        """RuntimeError naming the setting to fix when Kafka cannot be reached, the topic does
+        not exist or the user may not read it."""
+        consumer = self._factory(sample_config(self.settings))
+        try:
+            ranges = self._ranges(consumer, topic, last, timeout)
+            if ranges:
+                consumer.assign(
+                    [RdTopicPartition(topic, p, start) for p, (start, _end) in ranges.items()]
+                )
+            records, pending = self._read(consumer, topic, ranges, max_records, timeout)
+            return TopicSample(records, ranges, complete=not pending)
+        except KafkaException as err:
+            raise RuntimeError(self._failure(topic, _error_name(err), str(err))) from err
+        finally:
+            consumer.close()
+
+    def _ranges(
+        self, consumer: Any, topic: str, last: int | None, timeout: float
+    ) -> dict[int, tuple[int, int]]:
+        described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if described is None or described.error is not None:
+            code = "UNKNOWN_TOPIC_OR_PART" if described is None else described.error.name()
+            detail = "" if described is None else str(described.error)
+            raise RuntimeError(self._failure(topic, code, detail))
+        ranges = {}
+        for partition in sorted(described.partitions):
+            low, high = consumer.get_watermark_offsets(
+                RdTopicPartition(topic, partition), timeout=timeout
+            )
+            start = low if last is None else max(low, high - last)
+            if start < high:
+                ranges[partition] = (start, high)
+        return ranges
+
+    def _read(
+        self,
+        consumer: Any,
+        topic: str,
+        ranges: Mapping[int, tuple[int, int]],
+        max_records: int,
+        timeout: float,
+    ) -> tuple[list[ConsumedRecord], set[int]]:
+        records: list[ConsumedRecord] = []
+        pending = set(ranges)
+        deadline = time.monotonic() + timeout
+        while pending and len(records) < max_records:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wanted = min(SAMPLE_BATCH, max_records - len(records))
+            for message in consumer.consume(num_messages=wanted, timeout=min(1.0, left)):
+                error = message.error()
+                partition = message.partition()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise KafkaException(error)
+                end = ranges[partition][1] if partition in ranges else 0
+                if partition not in pending or message.offset() >= end:
+                    pending.discard(partition)  # written after the sample started
+                    continue
+                _kind, timestamp = message.timestamp()
+                records.append(
+                    ConsumedRecord(
+                        topic=message.topic(),
+                        partition=partition,
+                        offset=message.offset(),
+                        key=message.key(),
+                        value=message.value(),
+                        timestamp=timestamp,
+                        headers=tuple(message.headers() or ()),
+                    )
+                )
+                if message.offset() >= end - 1:
+                    pending.discard(partition)
+        return records, pending
+
+    def _failure(self, topic: str, code: str, detail: str) -> str:
+        servers = ",".join(self.settings.bootstrap_servers)
+        if code == "UNKNOWN_TOPIC_OR_PART":
+            return (
+                f"Kafka at {servers} has no topic {topic!r}: pass --topic with one of the "
+                "study's topics (events.raw, events.dlq, ...)"
+            )
+        if code in ("TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED"):
+            user = self.settings.sasl_username or "this client"
+            return (
+                f"Kafka refused {user} (SLUICE_KAFKA_SASL_USERNAME) to read topic {topic!r} "
+                f"({code}): grant it read and describe on the topic in kafka_acls "
+                "(inventories/shared/all.yml), or run with a user that has them"
+            )
+        return (
+            f"Kafka at {servers} (SLUICE_KAFKA_BOOTSTRAP_SERVERS, SLUICE_KAFKA_*) could not be "
+            f"read ({code}: {detail}): check that the brokers are up and the settings are the "
+            "service's"
+        )

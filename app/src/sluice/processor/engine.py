@@ -196,10 +196,10 @@ class DecodeError(Exception):
         self.detail = detail
 
 
-def decode_record(record: Record) -> tuple[str, Event]:
-    """The tenant (the record key) and the CloudEvent (the record value, structured JSON) of
-    ``record``, validated as the API validates events; :class:`DecodeError` when it is not
-    one."""
+def record_parts(record: Record) -> tuple[str, bytes]:
+    """The tenant (the record key, which the API sets from the credential) and the event's
+    JSON (the record value) of ``record``, not parsed yet; :class:`DecodeError` when the key is
+    not a tenant or there is no value. ``sluice validate`` reads records through it too."""
     if record.key is None:
         raise DecodeError(
             "missing_tenant", "the record has no key; the API keys every event by tenant"
@@ -210,8 +210,16 @@ def decode_record(record: Record) -> tuple[str, Event]:
         raise DecodeError("invalid_tenant", f"the record key is not a tenant: {error}") from None
     if record.value is None:
         raise DecodeError("missing_value", "the record has no value (a tombstone), not an event")
+    return tenant, record.value
+
+
+def decode_record(record: Record) -> tuple[str, Event]:
+    """The tenant (the record key) and the CloudEvent (the record value, structured JSON) of
+    ``record``, validated as the API validates events; :class:`DecodeError` when it is not
+    one."""
+    tenant, value = record_parts(record)
     try:
-        [event] = parse_request(STRUCTURED_MEDIA_TYPE, {}, record.value, _NO_SIZE_LIMITS)
+        [event] = parse_request(STRUCTURED_MEDIA_TYPE, {}, value, _NO_SIZE_LIMITS)
     except ApiError as error:
         raise DecodeError(error.code, error.detail) from None
     reason = check_event_type(event.type)

@@ -5,8 +5,8 @@ Every statement on events and customers carries ``tenant_id = %s`` with the tena
 request's credential as its first condition, built by the pure functions ``*_sql`` below so the
 unit tests can check that no query leaves it out. Pages are keyset pagination over (time, id)
 with an opaque cursor (:func:`encode_cursor`) bound to the tenant and the query it came from.
-The one read without a tenant is :func:`bucket_counts_sql` asked for every tenant, which only
-the operator's ``sluice replay`` does, never the API.
+The reads without a tenant are :func:`bucket_counts_sql` and :func:`range_sql` asked for every
+tenant, which only the operator's ``sluice replay`` and ``sluice validate`` do, never the API.
 
 Time ranges are half-open, as the API's ports state them: ``since`` inclusive, ``until``
 exclusive. A subject's history is its events in (time, id) order
@@ -202,6 +202,35 @@ def bucket_counts_sql(
         f"count(*) FROM public.events WHERE {' AND '.join(where)} "
         "GROUP BY tenant_id, type, bucket ORDER BY tenant_id, bucket, type",
         (timedelta(seconds=window.seconds), BUCKET_ORIGIN, *params),
+    )
+
+
+def range_sql(
+    since: datetime,
+    until: datetime,
+    tenant: str | None,
+    after: tuple[str, datetime, str] | None,
+    limit: int,
+) -> Sql:
+    """Events with ``since <= time < until`` of ``tenant``, or (None) of every tenant (the
+    operator's ``sluice validate``, never the API), in key order (tenant_id, time, id) after
+    the key ``after`` (exclusive), ``limit`` at most; each row is the tenant, then
+    :data:`SELECT_COLUMNS`. The keyset condition follows the primary key, so every page is an
+    index range scan."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment.utcoffset() is None:
+            raise ValueError(f"{name} must be timezone-aware, got naive {moment}")
+    where, params = ([], []) if tenant is None else _tenant_condition(tenant)
+    where += ["time >= %s", "time < %s"]
+    params += [since, until]
+    if after is not None:
+        where.append("(tenant_id, time, id) > (%s, %s, %s)")
+        params.extend(after)
+    params.append(_limit(limit))
+    return (
+        f"SELECT tenant_id, {SELECT_COLUMNS} FROM public.events WHERE {' AND '.join(where)} "
+        "ORDER BY tenant_id, time, id LIMIT %s",
+        tuple(params),
     )
 
 

@@ -3,8 +3,8 @@
 (:mod:`sluice.storage.reads`); :class:`PgKeyStore` keeps the API keys.
 
 The reads without a tenant are :meth:`PgKeyStore.get` (a key is looked up to learn the tenant)
-and :meth:`EventStore.bucket_counts` asked for every tenant, which only the operator's ``sluice
-replay`` does, never the API.
+and :meth:`EventStore.bucket_counts` and :meth:`EventStore.events_in_range` asked for every
+tenant, which only the operator's ``sluice replay`` and ``sluice validate`` do, never the API.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sluice.storage.reads import (
     EventFilters,
     EventPage,
     Sql,
+    StoredEvent,
     bucket_counts_sql,
     check_text_parameter,
     customers_sql,
@@ -36,6 +37,7 @@ from sluice.storage.reads import (
     history_sql,
     page,
     query_scope,
+    range_sql,
     stored_event,
 )
 from sluice.storage.rows import (
@@ -255,6 +257,20 @@ class EventStore:
             (tenant_id, event_type, bucket.astimezone(UTC), int(count))
             for tenant_id, event_type, bucket, count in await self._fetch(statement, params)
         ]
+
+    async def events_in_range(
+        self,
+        since: datetime,
+        until: datetime,
+        tenant: str | None = None,
+        *,
+        after: tuple[str, datetime, str] | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> list[tuple[str, StoredEvent]]:
+        """(tenant, event) for the events with ``since <= time < until`` of ``tenant`` or
+        (None) of every tenant, in key order after the key ``after`` (:func:`range_sql`)."""
+        statement, params = range_sql(since, until, tenant, after, limit)
+        return [(row[0], stored_event(row[1:])) for row in await self._fetch(statement, params)]
 
     async def _fetch(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
         async with _reading(self._pool) as conn:
