@@ -215,7 +215,7 @@ def _parse_batch(document: Any, limits: Limits) -> list[Event]:
     if not isinstance(document, list):
         raise BadRequest(
             "invalid_batch",
-            f"a {BATCH_MEDIA_TYPE} body must be a JSON array of events, got {_json_type(document)}",
+            f"a {BATCH_MEDIA_TYPE} body must be a JSON array of events, got {json_type(document)}",
         )
     if not document:
         raise BadRequest("invalid_batch", "the batch is empty: send at least one event")
@@ -234,7 +234,7 @@ def _structured_event(document: Any, where: str, limits: Limits) -> Event:
     """One event in the JSON format. ``where`` prefixes every error (``events[3]: ``)."""
     if not isinstance(document, dict):
         raise BadRequest(
-            "invalid_event", f"{where}an event must be a JSON object, got {_json_type(document)}"
+            "invalid_event", f"{where}an event must be a JSON object, got {json_type(document)}"
         )
     # The JSON format treats a null attribute as absent; only `data` may be an explicit null.
     attributes = {
@@ -317,7 +317,7 @@ def _event(
             where,
             "data",
             f"must be a string when datacontenttype {datacontenttype!r} is not JSON, got "
-            f"{_json_type(data)}; send binary content base64-encoded as 'data_base64'",
+            f"{json_type(data)}; send binary content base64-encoded as 'data_base64'",
         )
     extensions = {name: _extension_value(where, name, value) for name, value in attributes.items()}
     event = Event(
@@ -365,7 +365,7 @@ def _optional_string(where: str, name: str, value: Any) -> str | None:
 
 def _checked_string(where: str, name: str, value: Any, *, empty_ok: bool) -> str:
     if not isinstance(value, str):
-        _invalid(where, name, f"must be a string, got {_json_type(value)}")
+        _invalid(where, name, f"must be a string, got {json_type(value)}")
     if not value and not empty_ok:
         _invalid(where, name, "must not be empty")
     forbidden = _FORBIDDEN_CHARACTERS.search(value)
@@ -468,12 +468,12 @@ def _extension_value(where: str, name: str, value: Any) -> ExtensionValue:
         return value
     if isinstance(value, str):
         return _checked_string(where, name, value, empty_ok=True)
-    _invalid(where, name, f"must be a string, an integer or a boolean, got {_json_type(value)}")
+    _invalid(where, name, f"must be a string, an integer or a boolean, got {json_type(value)}")
 
 
 def _check_base64(value: Any, where: str) -> None:
     if not isinstance(value, str):
-        _invalid(where, "data_base64", f"must be a base64 string, got {_json_type(value)}")
+        _invalid(where, "data_base64", f"must be a base64 string, got {json_type(value)}")
     try:
         base64.b64decode(value, validate=True)
     except ValueError as error:  # binascii.Error is one; a non-ASCII string raises the base class
@@ -575,7 +575,8 @@ def _require_utf8(content_type: str | None, parameters: Mapping[str, str]) -> No
         )
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How a problem message names the JSON type of ``value`` (\"a string\", \"null\", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from sluice.cloudevents import NO_DATA, STRUCTURED_MEDIA_TYPE, Event, Limits, parse_request
+from sluice.cloudevents import (
+    NO_DATA,
+    STRUCTURED_MEDIA_TYPE,
+    Event,
+    Limits,
+    json_type,
+    parse_request,
+)
 from sluice.derived.aggregates import check_event_type
 from sluice.errors import ApiError
 
@@ -398,7 +405,7 @@ def check_data(event_type: str, data: Any) -> list[Violation]:
         return [
             Violation(
                 WRONG_TYPE,
-                f"data must be a JSON object with {_names(fields)}, got {_json_type(data)}",
+                f"data must be a JSON object with {_names(fields)}, got {json_type(data)}",
             )
         ]
     return _check_fields(fields, data, "data")
@@ -497,7 +504,7 @@ def _wrong(path: str, expected: str, value: Any) -> Violation:
     if isinstance(value, str | int | float):
         text = repr(value)
         shown = f" ({text if len(text) <= 40 else text[:37] + '...'})"
-    return Violation(WRONG_TYPE, f"{path} must be {expected}, got {_json_type(value)}{shown}")
+    return Violation(WRONG_TYPE, f"{path} must be {expected}, got {json_type(value)}{shown}")
 
 
 def _is_date(value: str) -> bool:
@@ -525,20 +532,6 @@ def _loose_id(raw: bytes | None) -> str | None:
 
 def _names(fields: tuple[Field, ...]) -> str:
     return ", ".join(f.name for f in fields)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def _iso(moment: datetime) -> str:
