@@ -1,13 +1,18 @@
-"""testinfra across the hosts, after the deploy: what `make verify` runs."""
+"""testinfra across the hosts, after the deploy: what `make verify` runs.
+
+`make test` runs every testinfra check on the spread layout (molecule sluice's verify step) and
+leaves this seed-layout repeat out (``layout_repeat``); `make test-system` runs it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import INVENTORY, REPO, run
 
 
+@pytest.mark.layout_repeat
 def test_testinfra_passes_on_every_host(converged):
     result = run(
         Path(sys.executable).parent / "pytest",

@@ -1,9 +1,11 @@
-"""Kafka: a server.properties change restarts the nodes one at a time, the quorum leader last,
-while a producer (acks=all) keeps writing; no acknowledged record is lost. Then
-kafka_skip_restarts leaves running nodes alone, and the next run restarts them.
+"""Kafka: kafka_skip_restarts writes a server.properties change and leaves the running nodes
+alone, marked restart-pending; the next run (back to the inventory's value) restarts them one
+at a time, the quorum leader last, while a producer (acks=all) keeps writing, and no
+acknowledged record is lost.
 
-What happened is read from the nodes (systemd's stop and start times, the quorum's leader),
-not from the playbook's output."""
+Two playbook runs serve both tests (fixture ``rollout``), and the lab ends as site.yml left
+it. What happened is read from the nodes (systemd's stop and start times, the quorum's leader,
+the marks), not from the playbook's output."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import re
 import subprocess
 
+import pytest
 from conftest import INVENTORY, REPO, STATE, downtime, playbook
 
 from sluice_infra.lab.remote import Remote
@@ -19,6 +22,7 @@ from sluice_infra.lab.remote import Remote
 KAFKA = REPO / "ansible" / "playbooks" / "kafka.yml"
 WRITER = REPO / "tests" / "system" / "scripts" / "kafka_writer.py"
 ADMIN_PYTHON = "/opt/kafka/admin-venv/bin/python"
+SETTING = "log.retention.check.interval.ms"
 REMOTE = Remote(STATE)
 
 
@@ -26,9 +30,15 @@ def _window(node) -> tuple[int, int]:
     return downtime(node.host, f"kafka@{node.id}")
 
 
-def _setting(node, key: str) -> str:
-    text = REMOTE.run(node.host, f"sudo -n grep '^{key}=' /etc/kafka/{node.id}/server.properties")
+def _setting(node) -> str:
+    properties = f"/etc/kafka/{node.id}/server.properties"
+    text = REMOTE.run(node.host, f"sudo -n grep '^{SETTING}=' {properties}")
     return text.strip().split("=", 1)[1]
+
+
+def _marked(node) -> bool:
+    mark = f"/etc/kafka/{node.id}/restart-pending"
+    return REMOTE.run(node.host, f"sudo -n test -e {mark} && echo yes || echo no").strip() == "yes"
 
 
 def _quorum_leader(node) -> int:
@@ -40,19 +50,17 @@ def _quorum_leader(node) -> int:
     return int(re.search(r"^LeaderId:\s+(\d+)", status, re.MULTILINE).group(1))
 
 
-def test_a_config_change_restarts_one_node_at_a_time_under_a_producer(converged, layout):
-    nodes = layout.kafka_nodes
-    writer_host = nodes[0].host
+def _start_writer(layout) -> subprocess.Popen:
+    """kafka_writer.py on the first Kafka host, producing until told to stop."""
+    host = layout.kafka_nodes[0].host
     vault = REMOTE.vault(INVENTORY)
-    before = {node.id: _window(node) for node in nodes}
-    leader = _quorum_leader(nodes[0])
-    REMOTE.run(writer_host, "cat > /tmp/sluice_kafka_writer.py", stdin=WRITER.read_text())
+    REMOTE.run(host, "cat > /tmp/sluice_kafka_writer.py", stdin=WRITER.read_text())
     writer = subprocess.Popen(
         [
             "ssh",
             "-F",
             str(STATE / "ssh" / "config"),
-            writer_host,
+            host,
             f"sudo -n {ADMIN_PYTHON} /tmp/sluice_kafka_writer.py 900",
         ],
         stdin=subprocess.PIPE,
@@ -69,45 +77,64 @@ def test_a_config_change_restarts_one_node_at_a_time_under_a_producer(converged,
     }
     writer.stdin.write(json.dumps(settings) + "\n")
     writer.stdin.flush()
-    change = json.dumps({"kafka_config_custom": {"log.retention.check.interval.ms": 300001}})
+    return writer
+
+
+@pytest.fixture(scope="module")
+def rollout(converged, layout) -> dict:
+    """Run 1: a changed setting with kafka_skip_restarts. Run 2: the inventory's settings
+    again, without it, under a producer. What the nodes showed before, between and after."""
+    nodes = layout.kafka_nodes
+    seen: dict = {"before": {n.id: _window(n) for n in nodes}, "leader": _quorum_leader(nodes[0])}
+
+    change = json.dumps({"kafka_config_custom": {SETTING: 300001}})
+    deferred = playbook(KAFKA, "-e", change, "-e", json.dumps({"kafka_skip_restarts": True}))
+    assert deferred.returncode == 0, deferred.stdout[-6000:]
+    seen["deferred"] = {
+        "windows": {n.id: _window(n) for n in nodes},
+        "settings": {n.id: _setting(n) for n in nodes},
+        "marked": {n.id: _marked(n) for n in nodes},
+    }
+
+    writer = _start_writer(layout)
     try:
-        result = playbook(KAFKA, "-e", change)
+        rolled = playbook(KAFKA)
     finally:
         out, err = writer.communicate("stop\n", timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:]
-    report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
-    print(f"writer during the rolling restart: {report}")
+    assert rolled.returncode == 0, rolled.stdout[-6000:]
+    seen["writer"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
+    print(f"writer during the rolling restart: {seen['writer']}")
+    seen["rolled"] = {
+        "windows": {n.id: _window(n) for n in nodes},
+        "settings": {n.id: _setting(n) for n in nodes},
+        "marked": {n.id: _marked(n) for n in nodes},
+    }
+    return seen
 
-    after = {node.id: _window(node) for node in nodes}
+
+def test_kafka_skip_restarts_writes_the_change_and_marks_the_nodes_instead(rollout):
+    deferred = rollout["deferred"]
+    assert set(deferred["settings"].values()) == {"300001"}, deferred["settings"]
+    assert deferred["windows"] == rollout["before"], "a node restarted under kafka_skip_restarts"
+    assert all(deferred["marked"].values()), ("every changed node is marked", deferred["marked"])
+
+
+def test_the_next_run_restarts_one_node_at_a_time_under_a_producer(rollout):
+    before, after = rollout["before"], rollout["rolled"]["windows"]
     assert all(after[n][1] > before[n][1] for n in after), ("every node restarts", before, after)
     order = sorted(after, key=lambda n: after[n])
     windows = [after[n] for n in order]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), (
         f"two nodes were down at once: {dict(zip(order, windows, strict=True))}"
     )
+    leader = rollout["leader"]
     assert order[-1] == leader, f"the quorum leader ({leader}) restarts last, not {order}"
-    assert all(_setting(n, "log.retention.check.interval.ms") == "300001" for n in nodes)
+    # back to the inventory's value, and no restart left pending
+    assert set(rollout["rolled"]["settings"].values()) == {"300000"}, rollout["rolled"]
+    assert not any(rollout["rolled"]["marked"].values()), rollout["rolled"]["marked"]
 
     # the producer kept going through all three restarts and lost nothing it was told was safe
+    report = rollout["writer"]
     assert report["acked"] > 1000, report
     assert report["missing_count"] == 0, report
     assert report["found"] >= report["acked"], report
-
-
-def test_kafka_skip_restarts_defers_the_restarts_to_the_next_run(converged, layout):
-    nodes = layout.kafka_nodes
-    before = {node.id: _window(node) for node in nodes}
-    change = json.dumps({"kafka_config_custom": {"log.retention.check.interval.ms": 300002}})
-    result = playbook(KAFKA, "-e", change, "-e", json.dumps({"kafka_skip_restarts": True}))
-    assert result.returncode == 0, result.stdout[-6000:]
-    # the change is in the files; the nodes keep running what they started with
-    assert all(_setting(n, "log.retention.check.interval.ms") == "300002" for n in nodes)
-    assert {node.id: _window(node) for node in nodes} == before, "a deferred restart ran"
-
-    # the next run (back to the inventory's value) restarts the nodes that were left behind,
-    # and nothing else restarts them meanwhile
-    result = playbook(KAFKA)
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert all(_setting(n, "log.retention.check.interval.ms") == "300000" for n in nodes)
-    after = {node.id: _window(node) for node in nodes}
-    assert all(after[n][1] > before[n][1] for n in after), (before, after)

@@ -24,10 +24,11 @@ ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "common"
 DEFAULTS: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 
 # Runs on a lab machine: fetch node exporter's metrics, print OK or the error. Always exits 0.
+# argv: the URL, the timeout in seconds (the firewall drops: a closed port is a timeout).
 PROBE = (
     "import sys, urllib.request\n"
     "try:\n"
-    "    body = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()\n"
+    "    body = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode()\n"
     "    print('OK' if 'node_exporter_build_info' in body else 'NO-METRICS')\n"
     "except Exception as err:\n"
     "    print('FAILED', type(err).__name__, err)\n"
@@ -67,9 +68,14 @@ def in_container(host) -> bool:
     return host.run("systemd-detect-virt --container").rc == 0
 
 
-def probe_metrics(source, address: str, port: int) -> str:
+# An open port answers a LAN peer within milliseconds; a dropped SYN is never answered, and
+# each closed-port probe waits this long.
+CLOSED_AFTER = 2.0
+
+
+def probe_metrics(source, address: str, port: int, timeout: float = 10.0) -> str:
     url = f"http://{address}:{port}/metrics"
-    return source.check_output("python3 -c %s %s", PROBE, url)
+    return source.check_output("python3 -c %s %s %s", PROBE, url, str(timeout))
 
 
 def test_nftables_loads_a_default_deny_input_chain_with_ssh_first(host):
@@ -103,11 +109,11 @@ def test_node_exporter_is_closed_to_everyone_else(host):
     others = [h for h in others if h != host.backend.get_hostname()]
     assert others, "the inventory has no non-monitoring host to test from"
     for name in others:
-        result = probe_metrics(lab_host(host, name), address, port)
+        result = probe_metrics(lab_host(host, name), address, port, CLOSED_AFTER)
         assert result.startswith("FAILED"), f"{name} reached {address}:{port}: {result}"
     # The controller (this test run) may SSH in but is not a monitoring host either.
     with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=3)
+        urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=CLOSED_AFTER)
 
 
 def test_node_exporter_runs_on_its_port(host):

@@ -53,21 +53,22 @@ def _cluster(host) -> dict:
     return {"ids": sorted(ids), "client": client, "internal": internal}
 
 
-@pytest.fixture
+# Module-scoped like testinfra's `host`: the probe below runs once per host, not once per test.
+@pytest.fixture(scope="module")
 def kafka_host(host):
     if host.backend.get_hostname() not in _vars(host)["groups"].get("kafka", []):
         pytest.skip("no Kafka node on this host")
     return host
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def first_kafka_host(kafka_host):
     if _vars(kafka_host)["groups"]["kafka"][0] != kafka_host.backend.get_hostname():
         pytest.skip("cluster-wide checks run from the first Kafka host")
     return kafka_host
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def probe_report(first_kafka_host) -> dict:
     """What real clients could do, as each user (one probe run per test module)."""
     host, hostvars = first_kafka_host, _vars(first_kafka_host)
