@@ -14,7 +14,7 @@ export SLUICE_CACHE_DIR ?= /var/cache/sluice
 # Host packages the lab needs (Debian 12).
 HOST_PACKAGES := systemd-container debootstrap nftables apt-cacher-ng iproute2 \
 	openssh-client python3-venv git curl ca-certificates redis-server lua5.1 \
-	maven openjdk-17-jre-headless postgresql-15 postgresql-15-partman
+	maven openjdk-17-jre-headless postgresql-15 postgresql-15-partman golang-go
 # Installed for the tests and checks only: their services must not run on the host.
 HOST_SERVICES_OFF := apt-cacher-ng redis-server postgresql
 # Keeps Debian's postgresql-15 from creating (and starting) a default cluster: the app's unit
@@ -30,8 +30,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_CACHE_DIR := $(SLUICE_CACHE_DIR)/pip
 
 LAB := sluice-lab --cache-dir $(SLUICE_CACHE_DIR) --state-dir $(LAB_STATE)
+# The load generator's HTTP driver (loadgen/, Go, standard library only), built with Debian's Go.
+GO ?= /usr/bin/go
+GOFMT ?= /usr/bin/gofmt
+LOADGEN_DRIVER := $(VENV)/bin/sluice-loadgen-driver
 
-.PHONY: bench bench-redis bench-kafka bench-postgresql demo docs help inventory lab host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
+.PHONY: bench bench-deps bench-pipeline bench-redis bench-kafka bench-postgresql soak demo docs help inventory lab loadgen host-deps venv lab-up lab-stop lab-down lab-status lab-vault deploy verify \
 	summary lint test test-unit test-unit-quick test-fast test-role test-spread test-molecule test-system
 
 help: ## List the targets
@@ -70,6 +74,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml app/pyproject.toml
 	$(VENV)/bin/pip install -q -e 'app[candidates,test]'
 	@touch $@
 
+loadgen: venv $(LOADGEN_DRIVER) ## Build sluice-loadgen's HTTP driver (Go) into the venv
+
+$(LOADGEN_DRIVER): loadgen/go.mod $(wildcard loadgen/*.go)
+	cd loadgen && $(GO) build -trimpath -o $@ .
+
 lab-up: venv ## Create or adopt the lab machines and start them
 	$(LAB) -i $(INVENTORY) up
 
@@ -107,19 +116,22 @@ inventory: venv ## Render inventories/proxmox/hosts.yml from `pulumi stack outpu
 		| python -m sluice_infra.pulumi_inventory --from-json - --out inventories/proxmox/hosts.yml \
 			--stack "$${PULUMI_STACK:-$$(pulumi stack --show-name 2>/dev/null)}"
 
-lint: venv ## ruff, yamllint, ansible-lint (production profile)
+lint: venv ## ruff, yamllint, ansible-lint (production profile), gofmt and go vet (loadgen/)
 	ruff check .
 	ruff format --check .
 	yamllint -s .
 	env -u ANSIBLE_VAULT_PASSWORD_FILE ansible-lint -q
 	python -m sluice_infra.docs --check
+	@unformatted=$$($(GOFMT) -l loadgen); [ -z "$$unformatted" ] || { echo "gofmt -w $$unformatted"; exit 1; }
+	cd loadgen && $(GO) vet ./...
 
 docs: venv ## Regenerate docs/variables.md from the roles' defaults comments
 	python -m sluice_infra.docs
 
-test-unit: venv ## Unit tests: no machines (the ops tooling, then the service in app/)
+test-unit: venv ## Unit tests: no machines (the ops tooling, the service in app/, the load driver)
 	pytest -q $(PYTEST_TIMING) tests/unit
 	cd app && pytest -q $(PYTEST_TIMING) tests/unit
+	cd loadgen && $(GO) test ./...
 
 test-unit-quick: venv ## Unit tests without those that start Ansible or PostgreSQL (the quick loop)
 	pytest -q -m 'not ansible' tests/unit
@@ -137,7 +149,7 @@ test-molecule: host-deps lab-vault ## Every molecule scenario, one after another
 test-spread: host-deps lab-vault ## The spread layout once: site.yml, idempotence, every testinfra check (molecule sluice)
 	molecule test -s sluice
 
-test-system: host-deps lab-vault ## The seed layout once: lab, site.yml, idempotence, check mode, testinfra, faults, service, lab down
+test-system: host-deps lab-vault loadgen ## The seed layout once: lab, site.yml, idempotence, check mode, testinfra, faults, service, lab down
 	pytest -v $(PYTEST_TIMING) $(if $(SYSTEM_MARKS),-m "$(SYSTEM_MARKS)") tests/system
 
 # `make test`: lint and unit tests beside the spread layout converged once (molecule: the
@@ -159,7 +171,18 @@ test: host-deps lab-vault ## Everything but benchmarks (what CI runs)
 	$(PHASE) run "seed layout: system tests" -- \
 		$(MAKE) --no-print-directory test-system SYSTEM_MARKS="not layout_repeat"
 
-bench: bench-redis bench-kafka bench-postgresql ## Benchmarks against the running lab; reports in docs/bench/
+bench: bench-redis bench-kafka bench-postgresql bench-pipeline ## Benchmarks against the running lab; reports in docs/bench/
+
+bench-deps: venv ## matplotlib into the venv (the pipeline bench's chart)
+	pip install -q -r requirements-bench.txt
+
+bench-pipeline: bench-deps loadgen ## sluice-loadgen steps (single, batch, a 2x spike), accounting, CPU per event -> docs/bench/pipeline.*
+	cd tests/load && python bench_pipeline.py -i $(abspath $(INVENTORY)) --state-dir $(LAB_STATE)
+
+soak: bench-deps loadgen ## Steady load for HOURS hours (RATE events/s, 3000), accounting, drift -> docs/bench/soak.*
+	@[ -n "$(HOURS)" ] || { echo "make soak: say how long, e.g. HOURS=2 (and RATE=<events/s>, default 3000)"; exit 2; }
+	cd tests/load && python bench_pipeline.py -i $(abspath $(INVENTORY)) --state-dir $(LAB_STATE) \
+		--soak-hours $(HOURS) --soak-rate $(or $(RATE),3000)
 
 bench-redis: venv ## FCALL aggregation throughput on the lab's Redis Cluster -> docs/bench/
 	python tests/load/bench_redis_functions.py -i $(INVENTORY)

@@ -18,8 +18,7 @@ import re
 import uuid
 from pathlib import Path
 
-import yaml
-
+from sluice_infra.lab.layout import Layout
 from sluice_infra.lab.remote import Remote
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +90,50 @@ brokers saturated; the throttled run shows the latency at the study's rate.
 """
 
 
+#: The producer's settings: Sluice's own (acks=all, idempotent) with batching for throughput.
+PRODUCER = {
+    "acks": "all",
+    "enable.idempotence": "true",
+    "compression.type": "lz4",
+    "linger.ms": "10",
+    "batch.size": "262144",
+}
+
+
+def perf_test(
+    layout: Layout,
+    remote: Remote,
+    plans: dict[str, tuple[int, float]],
+    record_size: int = 500,
+    topic: str = "events.raw",
+) -> dict[str, dict[str, float]]:
+    """kafka-producer-perf-test on the first Kafka host, one run per plan (name: records,
+    records/s or -1 for unthrottled), as sluice-producer over SASL_SSL: the figures of each."""
+    host = layout.kafka_nodes[0].host
+    password = remote.vault(layout.inventory)["vault_kafka_sluice_producer_password"]
+    path = f"/root/.sluice-bench-{uuid.uuid4().hex}.properties"
+    remote.run(
+        host,
+        f"sudo -n sh -c 'umask 077; cat > {path}'",
+        stdin=client_properties(layout.kafka_bootstrap, password, PRODUCER),
+    )
+    runs = {}
+    try:
+        for name, (records, throughput) in plans.items():
+            output = remote.run(
+                host,
+                "sudo -n env KAFKA_TOOL_OPTS='-Xmx1g -XX:+UseG1GC' kafka-producer-perf-test "
+                f"--topic {topic} --num-records {records} --record-size {record_size} "
+                f"--throughput {int(throughput)} --producer.config {path}",
+                timeout=1800,
+            )
+            runs[name] = parse_summary(output)
+            print(f"{name}: {runs[name]['rate']:,.0f} records/s, p99 {runs[name]['p99']:.0f} ms")
+    finally:
+        remote.run(host, f"sudo -n rm -f {path}")
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--inventory", type=Path, default=REPO / "inventories" / "lab")
@@ -101,46 +144,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "kafka-producer.md")
     args = parser.parse_args()
 
-    inventory = yaml.safe_load((args.inventory / "hosts.yml").read_text())["all"]
-    host = next(iter(inventory["children"]["kafka"]["hosts"]))
-    variables = inventory["children"]["kafka"]["hosts"][host] or {}
-    address = inventory["hosts"][host]["ansible_host"]
-    ports = [9092 + i for i, _ in enumerate(variables.get("kafka_node_ids") or [1])]
-    bootstrap = ",".join(f"{address}:{port}" for port in ports)
-    remote = Remote()
-    password = remote.vault(args.inventory)["vault_kafka_sluice_producer_password"]
-    producer = {
-        "acks": "all",
-        "enable.idempotence": "true",
-        "compression.type": "lz4",
-        "linger.ms": "10",
-        "batch.size": "262144",
-    }
-    path = f"/root/.sluice-bench-{uuid.uuid4().hex}.properties"
-    remote.run(
-        host,
-        f"sudo -n sh -c 'umask 077; cat > {path}'",
-        stdin=client_properties(bootstrap, password, producer),
-    )
     plans = {
         "unthrottled (ceiling)": (args.records, -1),
         "at the study's rate": (int(TARGET_PER_SECOND * args.rate_seconds), TARGET_PER_SECOND),
     }
-    runs = {}
-    try:
-        for name, (records, throughput) in plans.items():
-            output = remote.run(
-                host,
-                "sudo -n env KAFKA_TOOL_OPTS='-Xmx1g -XX:+UseG1GC' kafka-producer-perf-test "
-                f"--topic {args.topic} --num-records {records} --record-size {args.record_size} "
-                f"--throughput {int(throughput)} --producer.config {path}",
-                timeout=1800,
-            )
-            runs[name] = parse_summary(output)
-            print(f"{name}: {runs[name]['rate']:,.0f} records/s, p99 {runs[name]['p99']:.0f} ms")
-    finally:
-        remote.run(host, f"sudo -n rm -f {path}")
-    args.out.write_text(report(args, runs, producer))
+    layout = Layout.load(args.inventory)
+    runs = perf_test(layout, Remote(), plans, args.record_size, args.topic)
+    args.out.write_text(report(args, runs, PRODUCER))
     print(f"-> {args.out}")
     return 0
 

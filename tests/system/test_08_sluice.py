@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from sluice_infra.lab.layout import Layout
 from sluice_infra.lab.remote import Remote
+from sluice_infra.loadgen.target import Target
 
 POISON = REPO / "tests" / "system" / "scripts" / "kafka_poison.py"
 SLUICE_PLAY = REPO / "ansible" / "playbooks" / "sluice.yml"
@@ -123,19 +124,8 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 120) -> ob
 def processed_everything() -> bool:
     """Kafka says the processors' group has read and committed every record of events.raw:
     nothing sent so far (a duplicate included) can still arrive in PostgreSQL."""
-    node = WHERE.layout.kafka_nodes[0]
-    out = ssh(
-        node.host,
-        f"sudo -n kafka-consumer-groups --bootstrap-server {node.endpoint('internal')} "
-        "--command-config /etc/kafka/admin.properties --describe --group sluice-processor",
-    ).stdout
-    lags = []
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "events.raw":
-            current, end = fields[3], fields[4]
-            lags.append(int(end) - (int(current) if current != "-" else 0))
-    return bool(lags) and all(lag == 0 for lag in lags)
+    lags = Target(WHERE.layout, Remote()).consumer_lag()
+    return bool(lags) and not any(lags.values())
 
 
 def wait_until_processed() -> None:

@@ -52,12 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keys = commands.add_parser("keys", help="create and revoke per-tenant API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    new = key_commands.add_parser("new", help="create a key; printed once, stored hashed")
-    new.add_argument("--tenant", required=True)
+    new = key_commands.add_parser(
+        "new",
+        help="create a key per --tenant; each printed once (one per line, in order), stored hashed",
+    )
+    new.add_argument("--tenant", required=True, action="append", help="repeat for more keys")
     new.set_defaults(run=_keys_new)
-    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id")
-    revoke.add_argument("--tenant", help="refuse unless the key belongs to this tenant")
+    revoke = key_commands.add_parser("revoke", help="revoke keys by their ids")
+    revoke.add_argument("key_ids", nargs="+", metavar="key_id")
+    revoke.add_argument("--tenant", help="refuse unless the keys belong to this tenant")
     revoke.set_defaults(run=_keys_revoke)
 
     replay = commands.add_parser("replay", help="rebuild derived data from PostgreSQL")
@@ -309,38 +312,50 @@ def _migrate(arguments: argparse.Namespace) -> int:
 
 
 def _keys_new(arguments: argparse.Namespace) -> int:
+    """Every tenant named is checked before any key is stored: all or none."""
     from sluice.api.apikeys import new_key
     from sluice.storage.store import PgKeyStore, open_pool
 
-    async def create() -> str:
-        presented, stored = new_key(arguments.tenant)
+    made = [new_key(tenant) for tenant in arguments.tenant]
+
+    async def create() -> None:
         pool = await open_pool(_settings().postgres.writer_dsn, timeout=30.0)
         try:
-            await PgKeyStore(pool).create(stored)
+            keys = PgKeyStore(pool)
+            for _, stored in made:
+                await keys.create(stored)
         finally:
             await pool.close()
-        print(f"key id {stored.key_id} for tenant {stored.tenant} (shown once):", file=sys.stderr)
-        return presented
 
-    print(asyncio.run(create()))
+    asyncio.run(create())
+    for presented, stored in made:
+        print(f"key id {stored.key_id} for tenant {stored.tenant} (shown once):", file=sys.stderr)
+        print(presented, flush=True)
     return 0
 
 
 def _keys_revoke(arguments: argparse.Namespace) -> int:
     from sluice.storage.store import PgKeyStore, open_pool
 
-    async def revoke() -> bool:
+    async def revoke() -> list[str]:
         pool = await open_pool(_settings().postgres.writer_dsn, timeout=30.0)
         try:
-            return await PgKeyStore(pool).revoke(arguments.key_id, tenant=arguments.tenant)
+            keys = PgKeyStore(pool)
+            return [
+                key_id
+                for key_id in arguments.key_ids
+                if not await keys.revoke(key_id, tenant=arguments.tenant)
+            ]
         finally:
             await pool.close()
 
-    if not asyncio.run(revoke()):
-        print(f"sluice keys revoke: no active key {arguments.key_id}", file=sys.stderr)
-        return 1
-    print(f"revoked {arguments.key_id}")
-    return 0
+    missing = asyncio.run(revoke())
+    for key_id in arguments.key_ids:
+        if key_id in missing:
+            print(f"sluice keys revoke: no active key {key_id}", file=sys.stderr)
+        else:
+            print(f"revoked {key_id}")
+    return 1 if missing else 0
 
 
 def _replay_aggregates(arguments: argparse.Namespace) -> int:

@@ -638,6 +638,32 @@ def test_sluice_keys_new_and_revoke(
     assert get_key(db, key_id) == replace(found, revoked=True)
 
 
+def test_sluice_keys_new_and_revoke_many_in_one_run(
+    db: Db, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in db.server.sluice_environment(db.name).items():
+        monkeypatch.setenv(name, value)
+
+    # one bad tenant name: nothing is stored
+    assert cli.main(["keys", "new", "--tenant", "t1", "--tenant", "not a tenant"]) == 2
+    assert "tenant" in capsys.readouterr().err
+    assert db.connect(WRITER).execute("SELECT count(*) FROM public.api_keys").fetchone()[0] == 0
+
+    assert cli.main(["keys", "new", "--tenant", "t1", "--tenant", "t2", "--tenant", "t1"]) == 0
+    out = capsys.readouterr()
+    presented = out.out.split()
+    assert len(presented) == 3
+    ids = [parse_key(key)[0] for key in presented]
+    assert [get_key(db, key_id).tenant for key_id in ids] == ["t1", "t2", "t1"]
+    assert all(f"key id {key_id} for tenant" in out.err for key_id in ids)
+
+    assert cli.main(["keys", "revoke", *ids[:2], "abcdef012345"]) == 1
+    out = capsys.readouterr()
+    assert out.out == f"revoked {ids[0]}\nrevoked {ids[1]}\n"
+    assert "no active key abcdef012345" in out.err
+    assert [get_key(db, key_id).revoked for key_id in ids] == [True, True, False]
+
+
 # --- customers ----------------------------------------------------------------------------------
 
 

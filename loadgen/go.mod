@@ -1,0 +1,3 @@
+module sluice/loadgen
+
+go 1.19
