@@ -158,6 +158,45 @@ def test_a_redis_outage_is_a_503_naming_redis() -> None:
     assert error.code == "redis_unavailable" and "ConnectionError" in error.detail
 
 
+class _FailingCluster:
+    """A cluster client failing the way redis-py's async client does when a master is killed:
+    asyncio's RuntimeError from the closed transport, not a redis.RedisError."""
+
+    error = RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True reading=False 0x7f>; "
+        "the handler is closed"
+    )
+
+    async def fcall(self, *args: object) -> list[int]:
+        raise self.error
+
+    def pipeline(self, transaction: bool = False) -> _FailingCluster:
+        return self
+
+    def fcall_ro(self, *args: object) -> None:
+        return None
+
+    async def execute(self) -> list[object]:
+        raise self.error
+
+    async def ping(self) -> bool:
+        raise self.error
+
+
+def test_any_failure_inside_the_redis_client_is_a_503_or_not_ready_never_a_500() -> None:
+    from sluice.adapters.redis import RedisApi
+    from sluice.config import RedisSettings
+    from sluice.errors import Unavailable
+
+    api = RedisApi(RedisSettings(startup_nodes=(("127.0.0.1", 7000),)), limit=10, window_seconds=60)
+    api.client = _FailingCluster()  # type: ignore[assignment]
+    for call in (api.check("acme"), api.aggregates("acme", 5)):
+        with pytest.raises(Unavailable) as caught:
+            asyncio.run(call)
+        assert caught.value.status == 503 and "RuntimeError" in caught.value.detail
+    assert asyncio.run(api.ping()) is False
+
+
 def test_a_kafka_failure_is_a_503_naming_the_error_not_the_brokers() -> None:
     from confluent_kafka import KafkaError, KafkaException
 

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
 import redis.asyncio.cluster as async_cluster
 import redis.cluster as sync_cluster
 from redis.cluster import ClusterNode
@@ -129,6 +128,14 @@ def fold_minutes(starts: Sequence[datetime], replies: Sequence[Any]) -> dict[str
     return document
 
 
+#: What a call into the cluster client may raise while a node fails: redis-py's own errors and
+#: socket errors, but also what it lets through from below, such as asyncio's RuntimeError for a
+#: transport closed under it ("unable to perform operation on <TCPTransport closed=True>; the
+#: handler is closed", seen when a master is killed). The API's calls catch all of these at this
+#: boundary, so a Redis failure is a 503 or the limiter's fail-open, never a 500.
+API_CLIENT_ERRORS: tuple[type[Exception], ...] = (Exception,)
+
+
 def _redis_unavailable(err: BaseException) -> Unavailable:
     """The 503 for a Redis Cluster that cannot answer now."""
     return Unavailable(
@@ -162,7 +169,7 @@ class RedisApi:
             allowed, remaining, retry_ms = await self.client.fcall(
                 RATE_LIMIT_FUNCTION, 2, window, seq, str(self.limit), str(self.window_ms)
             )
-        except (redis.RedisError, OSError, TimeoutError) as err:
+        except API_CLIENT_ERRORS as err:
             raise _redis_unavailable(err) from err
         return RateLimitDecision(bool(allowed), int(remaining), int(retry_ms) / 1000)
 
@@ -173,7 +180,7 @@ class RedisApi:
             for start in starts:
                 pipe.fcall_ro(AGGREGATES_READ_FUNCTION, 1, bucket_key(tenant, MINUTE, start))
             replies = await pipe.execute()
-        except (redis.RedisError, OSError, TimeoutError) as err:
+        except API_CLIENT_ERRORS as err:
             raise _redis_unavailable(err) from err
         return fold_minutes(starts, replies)
 
@@ -192,17 +199,17 @@ class RedisApi:
                 if types and json.loads(payload).get("type") not in types:
                     continue
                 yield payload
-        except (redis.RedisError, OSError) as err:
+        except API_CLIENT_ERRORS as err:
             raise _redis_unavailable(err) from err
         finally:
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(*API_CLIENT_ERRORS):
                 await pubsub.sunsubscribe(channel)
             await pubsub.aclose()
 
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), API_TIMEOUT_SECONDS))
-        except (redis.RedisError, OSError, TimeoutError):
+        except API_CLIENT_ERRORS:
             return False
 
 
