@@ -149,7 +149,10 @@ def start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Re
             client = Resp(port)
             if client("PING") == b"PONG":
                 return proc, client
-        except (ConnectionError, OSError, RedisError):
+        except RedisError as err:
+            if str(err).startswith("NOAUTH"):  # up, with an ACL file that wants a login
+                return proc, client
+        except (ConnectionError, OSError):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
@@ -566,3 +569,63 @@ def test_the_application_user_may_run_every_command_the_library_calls():
     allowed = {c.lstrip("+").lower() for c in defaults["redis_cluster_sluice_commands"]}
     called = {c.lower() for c in re.findall(r"redis\.call\(\s*'([A-Za-z]+)'", library_code())}
     assert called and called <= allowed, f"missing from the ACL: {sorted(called - allowed)}"
+
+
+# --- persistence under the role's ACL file --------------------------------------------------
+
+
+def render_acl_file(passwords: dict[str, str]) -> str:
+    """The role's users.acl as Ansible renders it (its two filters, the role's defaults)."""
+    import hashlib
+
+    import jinja2
+    import yaml
+
+    role = LIBRARY_PATH.parents[1]
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["hash"] = lambda text, kind: hashlib.new(kind, text.encode()).hexdigest()
+    env.filters["regex_replace"] = lambda text, pattern, replacement: re.sub(
+        pattern, replacement, text
+    )
+    template = env.from_string((role / "templates/etc/redis/users.acl.j2").read_text())
+    return template.render(
+        **defaults, **{f"vault_redis_{user}_password": pw for user, pw in passwords.items()}
+    )
+
+
+def test_a_killed_master_comes_back_with_every_count_from_its_aof(tmp_path: Path):
+    """kill -9, then a restart: Redis replays its AOF as the default user, re-checking the
+    commands of each MULTI/EXEC (an FCALL's effects) against that user's ACL. The role keeps the
+    default user off (no one logs in as it) but lets it write the application's keys, or the
+    replay refuses every transaction (NOPERM) and the master comes back empty."""
+    passwords = {u: f"pw-{u}" for u in ("admin", "replication", "monitoring", "sluice")}
+    (tmp_path / "users.acl").write_text(render_acl_file(passwords))
+    persistence = (
+        "--appendonly", "yes", "--appendfsync", "always", "--aclfile", str(tmp_path / "users.acl"),
+    )  # fmt: skip
+
+    proc, client = start_redis(tmp_path, *persistence)
+    with pytest.raises(RedisError, match="NOAUTH"):  # the default user is off
+        client("PING")
+    assert client("AUTH", "admin", passwords["admin"]) == b"OK"
+    assert client("FUNCTION", "LOAD", library_code()) == b"sluice"
+    assert client("AUTH", "sluice", passwords["sluice"]) == b"OK"
+    for increment in (3, 4):
+        aggregate(client, AGG_T1, "order.placed", increment)
+    client(*rate_limit_cmd(RL_T1))
+    before = as_dict(client("HGETALL", AGG_T1))
+    assert before["order.placed"] == 7, before
+    client.close()
+    proc.kill()  # SIGKILL: no shutdown, no final rewrite
+    proc.wait()
+
+    proc, client = start_redis(tmp_path, *persistence)
+    try:
+        assert client("AUTH", "admin", passwords["admin"]) == b"OK"
+        log = (tmp_path / "redis.log").read_text()
+        assert "NOPERM" not in log, log[-2000:]
+        assert as_dict(client("HGETALL", AGG_T1)) == before
+        assert client("EXISTS", RL_T1[0]) == 1
+    finally:
+        stop_redis(proc, client)
