@@ -80,6 +80,7 @@ class FakeLimiter:
 class FakeKeyStore:
     def __init__(self) -> None:
         self.keys: dict[str, StoredKey] = {}
+        self.down = False  # PostgreSQL away: lookups fail as the real store's do
 
     def add(self, tenant: str, *, revoked: bool = False) -> str:
         key, stored = new_key(tenant)
@@ -87,6 +88,8 @@ class FakeKeyStore:
         return key
 
     async def get(self, key_id: str) -> StoredKey | None:
+        if self.down:
+            raise Unavailable("postgresql_unavailable", "database down", retry_after=1)
         return self.keys.get(key_id)
 
 

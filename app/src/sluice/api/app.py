@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 API: Final = "/api/v1"
 #: The dependencies ``/readyz`` requires, as :meth:`sluice.api.ports.Health.check` names them.
 DEPENDENCIES: Final = ("kafka", "redis", "postgresql")
+#: What an instance needs to take events: Kafka. Without Redis the rate limiter fails open, and
+#: without PostgreSQL API keys come from the cache; those two are reported, not required, so a
+#: Redis or PostgreSQL outage does not take every instance out of HAProxy (issue #15).
+READINESS_GATE: Final = ("kafka",)
 #: How long ``/readyz`` waits for the dependency checks; HAProxy's check must not hang.
 READY_TIMEOUT_SECONDS: Final = 2.0
 #: How long a request waits for the rate limiter. Past it, or when Redis is down, the request
@@ -511,7 +515,7 @@ class _Api:
             log.warning("readiness check failed", exc_info=True)
             checks = {}
         checks = {name: checks.get(name) is True for name in DEPENDENCIES}
-        down = [name for name, ok in checks.items() if not ok]
+        down = [name for name in READINESS_GATE if not checks[name]]
         if down:
             return _error_response(
                 503, "not_ready", f"unreachable: {', '.join(down)}", extra={"checks": checks}
