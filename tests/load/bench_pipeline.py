@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -416,5 +415,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     raise SystemExit(main())
