@@ -14,6 +14,11 @@ from sluice_infra.lab.host import host_memory_bytes, preflight, run, stop, stop_
 from sluice_infra.lab.machine import STOP_TIMEOUT, Machine, foreign_machines, memory_cap
 from sluice_infra.lab.spec import LabSpec
 
+#: Seconds `down` gives the machines to power off before killing them: their disks are removed
+#: next, so a clean shutdown buys nothing. (A spread layout's Kafka nodes, all powering off at
+#: once, each wait for a controller quorum that is going away: up to their TimeoutStopSec.)
+DOWN_TIMEOUT = 20
+
 #: Shared, reproducible and expensive: the base image and the apt cache. Kept outside the
 #: clone so new clones and CI runs reuse them.
 DEFAULT_CACHE_DIR = Path(os.environ.get("SLUICE_CACHE_DIR", "/var/cache/sluice"))
@@ -166,16 +171,17 @@ class Lab:
 
     # -- down ------------------------------------------------------------------------------
 
-    def _stop_machines(self) -> list[Machine]:
-        """Shut every running machine down at once; the ones that were running."""
+    def _stop_machines(self, timeout: float) -> list[Machine]:
+        """Shut every running machine down at once, killing what still runs after ``timeout``
+        seconds; the ones that were running."""
         running = {machine: machine.pid() for machine in self.machines}
         running = {machine: pid for machine, pid in running.items() if pid is not None}
-        stop_all(running.values(), STOP_TIMEOUT)
+        stop_all(running.values(), timeout)
         return list(running)
 
     def stop(self, log=print) -> None:
         """Stop the machines and keep their disks: `up` starts them again as they were."""
-        for machine in self._stop_machines():
+        for machine in self._stop_machines(STOP_TIMEOUT):
             log(f"{machine.name}: stopped")
 
     def down(self, log=print) -> None:
@@ -185,7 +191,7 @@ class Lab:
         for pid, directory in foreign_machines(self.spec, self.state_dir).items():
             log(f"stopping a lab machine left by another checkout ({directory})")
             stop(pid, timeout=60)
-        stopped = self._stop_machines()
+        stopped = self._stop_machines(DOWN_TIMEOUT)
         for machine in self.machines:
             if machine in stopped or machine.exists() or machine.running():
                 machine.destroy()
