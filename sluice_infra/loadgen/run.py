@@ -134,8 +134,10 @@ def tenants_needed(request_rate: float, limit: tuple[int, int]) -> int:
 
 
 def connections_needed(request_rate: float) -> int:
-    """Requests in flight at the peak rate if each took 100 ms (in [4, 2000])."""
-    return min(2000, max(4, math.ceil(request_rate * 0.1)))
+    """Requests in flight at the peak rate if each took 250 ms (in [16, 2000]): room for a
+    slow start (a freshly deployed lab answered in about 100 ms at first) without the
+    driver's connections becoming the bottleneck it measures."""
+    return min(2000, max(16, math.ceil(request_rate * 0.25)))
 
 
 def plan(options: Options, target: Target, run: str, folder: Path, connections: int) -> dict:

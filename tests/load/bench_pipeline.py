@@ -388,6 +388,10 @@ def main() -> int:
     kafka = None
     if not args.skip_kafka:
         kafka = perf_test(layout, remote, {"unthrottled": (300_000, -1)})["unthrottled"]
+    # a freshly deployed lab answers its first requests slowly (connections, caches, the JIT
+    # of the brokers): a minute of load nobody measures
+    warm = Options(phases=steady(300, 60), progress="none", accounting=False)
+    run(warm, Target(layout, remote), args.state_dir / "loadgen")
     rates = [float(r) for r in args.single_rates.split(",")]
     entries = climb("single", "structured", rates, args.step_seconds, layout, remote,
                     args.state_dir)  # fmt: skip

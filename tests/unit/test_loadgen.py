@@ -74,8 +74,8 @@ def test_tenants_keep_each_below_half_its_limit():
     assert run.tenants_needed(6667, (10_000, 60)) == 81
     assert run.tenants_needed(13_334, (10_000, 60)) == 161
     assert run.tenants_needed(1, (10_000, 60)) == 1
-    assert run.connections_needed(13_334) == 1334
-    assert run.connections_needed(10) == 4 and run.connections_needed(10**6) == 2000
+    assert run.connections_needed(6_667) == 1667
+    assert run.connections_needed(10) == 16 and run.connections_needed(10**6) == 2000
 
 
 def test_the_limit_is_what_the_api_instances_run_with():
@@ -276,7 +276,7 @@ def test_a_run_plans_makes_keys_drives_accounts_and_revokes(tmp_path, monkeypatc
     plan = json.loads(Path(f"{seen}.plan").read_text())
     assert plan["mode"] == "binary" and plan["batch_size"] == 1
     assert plan["profile"] == [{"seconds": 10.0, "rate_start": 300.0, "rate_end": 300.0}]
-    assert plan["target"] == "http://10.77.0.11:8080" and plan["connections"] == 30
+    assert plan["target"] == "http://10.77.0.11:8080" and plan["connections"] == 75
     assert Path(f"{seen}.mode").read_text().strip() == "600"
     # 300 requests/s need 4 tenants to keep each within half of 10,000 a minute
     assert target.made == [f"{report.run}-{i:03d}" for i in range(4)]
