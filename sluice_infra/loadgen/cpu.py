@@ -1,14 +1,18 @@
-"""CPU time and memory of every Sluice component on the hosts, from systemd's cgroups (cgroup
-v2 ``cpu.stat`` ``usage_usec``, ``memory.current``): one SSH call per host reads every service's
-counters, so a bench step costs the hosts two reads. The difference of two CPU samples, divided
-by the events a step moved, is the CPU per event per component: the figure that carries to other
-hardware.
+"""CPU time and memory of every Sluice component on the hosts, per systemd unit, read from
+``/proc``: each process's unit is the last ``*.service`` of its cgroup path (systemd's own
+hierarchy, present on cgroup v1 and v2 alike; the lab's nspawn machines on a v1 host get no
+per-service cpu or memory controllers, so ``cpu.stat`` is not there to read). CPU is user +
+system time of the unit's processes and of their reaped children (PostgreSQL's backends count
+in the postmaster's); memory is the resident set. One SSH call per host reads every unit, so a
+bench step costs the hosts two reads. The difference of two CPU samples, divided by the events
+a step moved, is the CPU per event per component: the figure that carries to other hardware.
 
 Each unit is its own entry (``stream/kafka@2.service``): each Kafka broker, API instance,
 processor and Redis instance is reported, and :func:`by_component` adds them up per kind."""
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -25,14 +29,32 @@ COMPONENTS = {
     "haproxy": "haproxy.service",
 }
 
-_READ_CPU = (
-    "for f in /sys/fs/cgroup/system.slice/*.service/cpu.stat; do "
-    'u=${f%/cpu.stat}; printf "%s %s\\n" "${u##*/}" "$(sed -n "s/^usage_usec //p" "$f")"; done'
-)
-_READ_MEMORY = (
-    "for f in /sys/fs/cgroup/system.slice/*.service/memory.current; do "
-    'u=${f%/memory.current}; printf "%s %s\\n" "${u##*/}" "$(cat "$f")"; done'
-)
+#: Runs on a host (python3 is there): "<unit> <value>" per systemd service, CPU in µs or RSS in
+#: bytes (argv[1]: cpu or rss).
+_PER_UNIT = r"""
+import glob, os, sys
+hz, page, totals = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE"), {}
+for proc in glob.glob("/proc/[0-9]*"):
+    try:
+        paths = [line.split(":", 2)[2] for line in open(proc + "/cgroup").read().splitlines()]
+        stat = open(proc + "/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        continue
+    units = [p.rsplit("/", 1)[1] for p in paths if p.endswith(".service")]
+    if not units:
+        continue
+    if sys.argv[1] == "cpu":  # utime stime cutime cstime, in clock ticks
+        value = sum(int(x) for x in stat[11:15]) * 1_000_000 // hz
+    else:  # rss, in pages
+        value = int(stat[21]) * page
+    totals[units[0]] = totals.get(units[0], 0) + value
+for unit, value in sorted(totals.items()):
+    print(unit, value)
+"""
+
+
+def _command(kind: str) -> str:
+    return f"python3 -c {shlex.quote(_PER_UNIT)} {kind}"
 
 
 def component(unit: str) -> str | None:
@@ -51,12 +73,12 @@ def parse(host: str, text: str) -> dict[str, int]:
 
 def sample(layout: Layout, remote: Remote) -> dict[str, int]:
     """Every Sluice unit's CPU time so far (µs), on every host of the inventory."""
-    return _read(layout, remote, _READ_CPU)
+    return _read(layout, remote, _command("cpu"))
 
 
 def memory(layout: Layout, remote: Remote) -> dict[str, int]:
-    """Every Sluice unit's memory now (bytes, the cgroup's: resident and page cache)."""
-    return _read(layout, remote, _READ_MEMORY)
+    """Every Sluice unit's resident memory now (bytes)."""
+    return _read(layout, remote, _command("rss"))
 
 
 def _read(layout: Layout, remote: Remote, command: str) -> dict[str, int]:

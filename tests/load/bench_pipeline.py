@@ -63,19 +63,19 @@ class LagSampler(threading.Thread):
         self.remote, self.every = remote, every
         self.samples: list[tuple[float, int]] = []
         self.started = time.monotonic()
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             try:
                 lag = sum(int(float(self.remote.run(h, _LAG, timeout=20))) for h in self.hosts)
                 self.samples.append((time.monotonic() - self.started, lag))
             except (RemoteError, ValueError):
                 pass
-            self._stop.wait(self.every)
+            self._done.wait(self.every)
 
     def stop(self) -> list[tuple[float, int]]:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=30)
         return self.samples
 
@@ -230,7 +230,7 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
         return "not measured"
     met = value >= target if higher_is_better else value < target
     ratio = value / target if target else 0
-    return f"{'met' if met else 'not met'} ({value:,.1f} vs {target:,.0f}: {ratio:.2f}x)"
+    return f"{'met' if met else 'not met'} ({value:,.1f} vs {target:,g}: {ratio:.2f}x)"
 
 
 def summary(entries: list[dict], kafka: dict | None, layout_name: str) -> str:
