@@ -8,8 +8,8 @@
 (d) a spike to twice the highest sustained single-event rate for 60 s and back, with the
     loss accounting;
 (e) for every step, the CPU seconds per event of every component (each Kafka broker, API
-    instances, processors, PostgreSQL, Redis, HAProxy: systemd's cgroups on the hosts) and of
-    the generator itself.
+    instances, processors, PostgreSQL, Redis, HAProxy: per systemd unit, from /proc on the
+    hosts) and of the generator itself.
 
 Every step is a load run with its accounting (every acknowledged event stored once, the Redis
 counters equal to PostgreSQL's). Writes docs/bench/pipeline.json (one entry per step, with
@@ -299,7 +299,8 @@ the last acknowledgement, and the accounting held.
 ## CPU per event (µs), per component
 
 The figure that carries to other hardware: CPU time of each component's processes during the
-step and its drain (systemd cgroups on the lab machines), divided by the events acknowledged.
+step and its drain (per systemd unit, from /proc on the lab machines), divided by the events
+acknowledged; the generator's is the driver's own.
 
 | step | {" | ".join(components)} |
 |---|{"---|" * len(components)}
