@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,6 @@ class Report:
     driver: dict[str, Any]
     accounting: Accounting | None = None
     folder: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,7 +82,6 @@ class Report:
             "driver": self.driver,
             "accounting": self.accounting.as_dict() if self.accounting else None,
             "folder": self.folder,
-            **self.extra,
         }
 
     def lines(self) -> list[str]:
